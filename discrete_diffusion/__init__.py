@@ -1,0 +1,17 @@
+"""discrete_diffusion: discrete diffusion models of text and images in JAX.
+
+The functional core (this module's imports) needs only jax, numpy and ml-collections:
+
+    import discrete_diffusion as dd
+    proc = dd.processes.masked(num_classes=K, schedule=dd.schedules.get("linear"))
+    logits_loo = dd.parameterizations.denoiser_to_loo(proc, logits, x_t, t)
+    samples = dd.sample(key, model_fn, config, num_samples=N, seq_len=L)
+"""
+
+from discrete_diffusion import losses, parameterizations, processes, sampling, schedules
+from discrete_diffusion.sampling import generate, sample
+
+__all__ = [
+    "losses", "parameterizations", "processes", "sampling", "schedules", "generate", "sample",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""grain pipelines: a checkpointable infinite train iterator and finite eval passes.
+
+Examples are dicts of numpy arrays (``{'tokens': int32 [L]}``, plus ``'label'`` or ``'mask'``);
+batches stack them along a new leading axis.
+
+Per-host sharding: global batch ``k`` is the examples ``k*G .. (k+1)*G - 1`` of one seeded
+stream (shuffle, then repeat with a fresh shuffle each epoch). Process ``p`` of ``P`` reads only
+its ``B = G / P`` examples ``k*G + p*B .. k*G + (p+1)*B - 1`` of it: batching the stream by B and
+keeping every P-th batch starting at ``p``. Concatenating the processes' batches in process
+order therefore gives exactly the single-process global batch.
+
+The train iterator is a grain ``DatasetIterator``: ``get_state()`` returns a small dict to store
+with a checkpoint and ``set_state(state)`` resumes exactly where it was.
+
+Eval: one deterministic pass over the validation split in order (no shuffle), sharded the same
+way, optionally capped at ``max_batches``. The last partial global batch is dropped by default;
+with ``pad_last=True`` it is filled with copies of example 0 and every eval batch then carries
+``'valid'`` (bool ``[B]``, False on the filler rows), so metrics can be weighted exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class ArrayExamples:
+    """Random-access examples over aligned arrays: ``self[i] = {name: array[i]}``."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        """All arrays must share their leading dimension."""
+        sizes = {k: len(v) for k, v in arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"arrays differ in length: {sizes}")
+        self._arrays = dict(arrays)
+        self._n = next(iter(sizes.values()))
+
+    def __len__(self) -> int:
+        """Number of examples."""
+        return self._n
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        """Example ``i``."""
+        return {k: v[i] for k, v in self._arrays.items()}
+
+
+def check_batch_size(global_batch_size: int, process_count: int) -> int:
+    """The per-process batch size; ValueError unless ``process_count`` divides the batch."""
+    if global_batch_size < 1:
+        raise ValueError(
+            f"config.training.batch_size must be a positive integer, got {global_batch_size}"
+        )
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"config.training.batch_size={global_batch_size} must be divisible by the number of "
+            f"processes ({process_count})"
+        )
+    return global_batch_size // process_count
+
+
+def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
+    """grain read options (threads fetching examples, batches buffered ahead)."""
+    return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+
+
+def train_iterator(
+    examples: grain.MapDataset,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 4,
+    prefetch: int = 8,
+) -> grain.DatasetIterator:
+    """Infinite iterator of this process's share of each shuffled global batch.
+
+    ``examples``: a ``grain.MapDataset`` of example dicts. Raises ValueError when it holds fewer
+    examples than one global batch.
+    """
+    local = check_batch_size(global_batch_size, process_count)
+    if len(examples) < global_batch_size:
+        raise ValueError(
+            f"the training split has {len(examples)} examples, fewer than one batch "
+            f"(config.training.batch_size={global_batch_size}); lower the batch size or seq_len, "
+            "or add data"
+        )
+    ds = examples.shuffle(seed=int(seed) % 2**32).repeat()
+    ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
+    return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
+
+
+def num_eval_batches(
+    num_examples: int, global_batch_size: int, *, pad_last: bool, max_batches: int | None
+) -> int:
+    """How many global batches one eval pass yields."""
+    n = (math.ceil if pad_last else math.floor)(num_examples / global_batch_size)
+    return n if max_batches is None else min(n, max_batches)
+
+
+def _with_valid(examples: grain.MapDataset, total: int) -> grain.MapDataset:
+    """Extends ``examples`` to ``total`` items with filler copies of item 0, adding ``'valid'``."""
+    n = len(examples)
+
+    def fetch(i: int) -> dict[str, Any]:
+        ex = dict(examples[i if i < n else 0])
+        ex["valid"] = np.bool_(i < n)
+        return ex
+
+    return grain.MapDataset.range(total).map(fetch)
+
+
+def eval_iterator(
+    examples: grain.MapDataset,
+    *,
+    global_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    max_batches: int | None = None,
+    pad_last: bool = False,
+    num_threads: int = 4,
+    prefetch: int = 8,
+) -> Iterator[Batch]:
+    """One in-order pass over ``examples`` in this process's share of each global batch."""
+    local = check_batch_size(global_batch_size, process_count)
+    n_batches = num_eval_batches(
+        len(examples), global_batch_size, pad_last=pad_last, max_batches=max_batches
+    )
+    total = n_batches * global_batch_size
+    ds = _with_valid(examples, total) if pad_last else examples[:total]
+    ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
+    return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))

@@ -1,0 +1,112 @@
+"""Flax (linen) networks and `get_model`, which builds one from `config.model`.
+
+`config.model` fields read here (all optional except `name` and `size`):
+
+    name               'dit' (DiffusionTransformer) | 'ar' (AutoregressiveTransformer)
+    size               'tiny' | 'small' | 'medium' | 'custom' (custom needs num_layers, d_model,
+                       num_heads; cond_dim defaults to 128)
+    num_layers, d_model, num_heads, cond_dim   override the size's values
+    mlp_ratio          4
+    dropout            0.1 (the papers' value)
+    time_conditioning  True for 'dit' (Duo/UDLM), set False for MDLM; always False for 'ar'
+    dtype              'float32' | 'bfloat16' (compute dtype; params and logits are float32)
+    remat              False
+    noise_input        False (True for the uniform_absorbing process)
+    num_labels         0 (unconditional); > 0 for class-conditional models
+    attention_impl     None | 'xla' | 'cudnn'
+
+Other fields of `config.model` (e.g. `parameterization`) are ignored here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from discrete_diffusion.models.transformer import (
+    SIZES,
+    AutoregressiveTransformer,
+    DiffusionTransformer,
+    ar_inputs,
+    example_inputs,
+)
+
+__all__ = [
+    "SIZES",
+    "AutoregressiveTransformer",
+    "DiffusionTransformer",
+    "ar_inputs",
+    "example_inputs",
+    "get_model",
+]
+
+MODELS = {"dit": DiffusionTransformer, "ar": AutoregressiveTransformer}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLS = (None, "xla", "cudnn")
+_SIZE_FIELDS = ("num_layers", "d_model", "num_heads", "cond_dim")
+
+
+def _choice(cfg: Any, field: str, allowed: list | tuple, default: Any = None) -> Any:
+    """cfg.get(field, default), raising a ValueError that names the field unless it is allowed."""
+    value = cfg.get(field, default)
+    if value not in allowed:
+        raise ValueError(f"config.model.{field}={value!r} is not one of {list(allowed)}")
+    return value
+
+
+def get_model(config: Any, num_classes: int, input_vocab_size: int) -> DiffusionTransformer:
+    """Build the network described by `config.model` (an ml_collections ConfigDict section).
+
+    num_classes: K, the width of the logits. input_vocab_size: the number of input ids (K + 1 for
+    masked diffusion, K for uniform; for 'ar', large enough to hold the BOS id).
+    Returns an unbound linen module; initialise it with
+    `model.init(key, **example_inputs(model, batch_size, seq_len))`.
+    """
+    cfg = config.model
+    name = _choice(cfg, "name", list(MODELS))
+    size = _choice(cfg, "size", [*SIZES, "custom"])
+    dtype = DTYPES[_choice(cfg, "dtype", list(DTYPES), "float32")]
+    attention_impl = _choice(cfg, "attention_impl", ATTENTION_IMPLS, None)
+
+    sizes = dict(SIZES[size]) if size != "custom" else {"cond_dim": 128}
+    for field in _SIZE_FIELDS:
+        value = cfg.get(field, None)
+        if value is not None:
+            sizes[field] = int(value)
+        elif field not in sizes:
+            raise ValueError(f"config.model.{field} must be set when config.model.size='custom'")
+    for field in _SIZE_FIELDS:
+        if sizes[field] <= 0:
+            raise ValueError(f"config.model.{field}={sizes[field]} must be positive")
+    head_dim, rem = divmod(sizes["d_model"], sizes["num_heads"])
+    if rem or head_dim % 2:
+        raise ValueError(
+            f"config.model.d_model={sizes['d_model']} must be divisible by config.model.num_heads="
+            f"{sizes['num_heads']} with an even head dim (rotary embeddings)"
+        )
+
+    time_conditioning = bool(cfg.get("time_conditioning", name == "dit"))
+    if name == "ar" and time_conditioning:
+        raise ValueError("config.model.time_conditioning=True is not supported for name='ar'")
+    num_labels = int(cfg.get("num_labels", 0))
+    if num_labels < 0:
+        raise ValueError(f"config.model.num_labels={num_labels} must be >= 0")
+    dropout = float(cfg.get("dropout", 0.1))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"config.model.dropout={dropout} must be in [0, 1)")
+
+    return MODELS[name](
+        num_classes=num_classes,
+        input_vocab_size=input_vocab_size,
+        **sizes,
+        mlp_ratio=int(cfg.get("mlp_ratio", 4)),
+        dropout=dropout,
+        time_conditioning=time_conditioning,
+        noise_input=bool(cfg.get("noise_input", False)),
+        num_labels=num_labels,
+        remat=bool(cfg.get("remat", False)),
+        attention_impl=attention_impl,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+    )

@@ -1,0 +1,226 @@
+"""Building blocks of the diffusion transformer (DiT): rotary attention, adaLN, timestep embedding.
+
+Conventions: B batch, L sequence length, D model width, H heads, Dh = D / H head width,
+C conditioning width. The conditioning tensor `cond` is `[B, Lc, C]` with Lc = 1 (one time per
+sequence, broadcast over positions) or Lc = L (one time per position); every adaLN modulation
+is computed from it, so blocks are modulated per token.
+
+Precision: matmuls run in `dtype` (e.g. bfloat16); LayerNorm, the residual stream, the attention
+softmax and the rotary angles are float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Array = jax.Array
+Dtype = Any
+
+# Initialiser of the adaLN-zero projections: every shift/scale/gate starts at 0, so each block
+# starts as the identity and the final layer as a plain LayerNorm (DiT, MDLM, Duo).
+zeros_init = nn.initializers.zeros_init()
+embed_init = nn.initializers.normal(stddev=0.02)
+# Matmul with float32 accumulation and output whatever the operand dtype (for the logits).
+_f32_dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+
+
+def sinusoidal_embedding(t: Array, dim: int, max_period: float = 10_000.0) -> Array:
+    """Transformer-style sinusoidal features of a (scaled) time: `[...]` -> `[..., dim]` float32.
+
+    Frequencies are geometric from 1 down to 1 / max_period; output is [cos(t f), sin(t f)].
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)  # [half]
+    args = jnp.asarray(t, jnp.float32)[..., None] * freqs  # [..., half]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros_like(emb[..., :1])], axis=-1)
+    return emb
+
+
+def apply_rotary(x: Array, base: float = 10_000.0) -> Array:
+    """Rotary position embedding (rotate-half form) of queries or keys.
+
+    x: `[B, L, H, Dh]` with Dh even; position l rotates the feature pair (i, i + Dh/2) by the angle
+    l * base^(-2i/Dh). Angles are computed in float32; the result has x's dtype. The dot product
+    of a rotated query at l and a rotated key at m depends on positions only through l - m.
+    """
+    L, Dh = x.shape[1], x.shape[-1]
+    half = Dh // 2
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [Dh/2]
+    angles = jnp.arange(L, dtype=jnp.float32)[:, None] * inv_freq  # [L, Dh/2]
+    cos = jnp.cos(angles)[None, :, None, :]  # [1, L, 1, Dh/2]
+    sin = jnp.sin(angles)[None, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # [B, L, H, Dh/2] each
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def modulate(x: Array, shift: Array, scale: Array) -> Array:
+    """adaLN modulation x * (1 + scale) + shift; shift/scale `[B, Lc, D]` broadcast over L."""
+    return x * (1.0 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """t `[B, Lc]` -> conditioning `[B, Lc, cond_dim]`: sinusoidal(time_scale * t) then a 2-layer MLP.
+
+    Params: `fc1` [freq_dim, C], `fc2` [C, C] (kernels and biases).
+    """
+
+    cond_dim: int
+    freq_dim: int = 256
+    time_scale: float = 1000.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, t: Array) -> Array:
+        h = sinusoidal_embedding(self.time_scale * t, self.freq_dim)  # [B, Lc, F]
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=embed_init)
+        h = nn.Dense(self.cond_dim, name="fc1", **dense)(h)
+        h = nn.silu(h)
+        return nn.Dense(self.cond_dim, name="fc2", **dense)(h)  # [B, Lc, C]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with rotary positions; bidirectional, or causal if `causal`.
+
+    Params: `qkv/kernel` [D, 3, H, Dh] and `out/kernel` [H, Dh, D] (no biases, as in MDLM's DiT).
+    Softmax in float32 (jax.nn.dot_product_attention); `attention_impl` None/'xla' or 'cudnn'.
+    """
+
+    num_heads: int
+    causal: bool = False
+    rotary_base: float = 10_000.0
+    attention_impl: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        D = x.shape[-1]
+        H, Dh = self.num_heads, D // self.num_heads
+        dense = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
+        qkv = nn.DenseGeneral((3, H, Dh), name="qkv", **dense)(x)  # [B, L, 3, H, Dh]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, Dh] each
+        q = apply_rotary(q, self.rotary_base)
+        k = apply_rotary(k, self.rotary_base)
+        h = jax.nn.dot_product_attention(
+            q, k, v, is_causal=self.causal, implementation=self.attention_impl
+        )  # [B, L, H, Dh]
+        return nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense)(h)  # [B, L, D]
+
+
+class Mlp(nn.Module):
+    """Position-wise MLP D -> ratio*D -> D with tanh-GELU. Params: `fc1`, `fc2` (with biases)."""
+
+    mlp_ratio: int = 4
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        D = x.shape[-1]
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = nn.Dense(self.mlp_ratio * D, name="fc1", **dense)(x)  # [B, L, ratio*D]
+        h = nn.gelu(h, approximate=True)
+        return nn.Dense(D, name="fc2", **dense)(h)  # [B, L, D]
+
+
+def _layer_norm(name: str, param_dtype: Dtype) -> nn.LayerNorm:
+    """Scale-only LayerNorm computed and returned in float32 (the adaLN shift replaces the bias)."""
+    return nn.LayerNorm(
+        epsilon=1e-5, use_bias=False, dtype=jnp.float32, param_dtype=param_dtype, name=name
+    )
+
+
+class DiTBlock(nn.Module):
+    """Pre-LayerNorm transformer block with adaLN-zero modulation from `cond`.
+
+        shift1, scale1, gate1, shift2, scale2, gate2 = adaln(cond)            # [B, Lc, D] each
+        x = x + gate1 * dropout(attn(modulate(norm1(x), shift1, scale1)))
+        x = x + gate2 * dropout(mlp(modulate(norm2(x), shift2, scale2)))
+
+    `cond` is the already SiLU-activated conditioning `[B, Lc, C]`. Params: `norm1/scale`,
+    `norm2/scale` [D], `adaln/kernel` [C, 6D] + `adaln/bias` [6D] (zero-init), `attn/...`, `mlp/...`.
+    """
+
+    num_heads: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    causal: bool = False
+    rotary_base: float = 10_000.0
+    attention_impl: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array, deterministic: bool) -> Array:
+        D = x.shape[-1]
+        mod = nn.Dense(
+            6 * D,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=zeros_init,
+            name="adaln",
+        )(cond)  # [B, Lc, 6D]
+        shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+
+        h = modulate(_layer_norm("norm1", self.param_dtype)(x), shift1, scale1)
+        h = Attention(
+            self.num_heads,
+            causal=self.causal,
+            rotary_base=self.rotary_base,
+            attention_impl=self.attention_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="attn",
+        )(h)
+        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        x = x + gate1 * h  # residual stream stays float32
+
+        h = modulate(_layer_norm("norm2", self.param_dtype)(x), shift2, scale2)
+        h = Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
+        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        return x + gate2 * h  # [B, L, D] float32
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm then an (untied) projection to `num_classes` float32 logits.
+
+    The projection takes `dtype` inputs but accumulates and returns float32. Params: `norm/scale`
+    [D], `adaln/kernel` [C, 2D] + bias (zero-init), `out/kernel` [D, K] + `out/bias` [K] (zero-init,
+    so the untrained model predicts the uniform distribution).
+    """
+
+    num_classes: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array) -> Array:
+        D = x.shape[-1]
+        mod = nn.Dense(
+            2 * D,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=zeros_init,
+            name="adaln",
+        )(cond)  # [B, Lc, 2D]
+        shift, scale = jnp.split(mod, 2, axis=-1)
+        h = modulate(_layer_norm("norm", self.param_dtype)(x), shift, scale)  # [B, L, D]
+        logits = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=zeros_init,
+            dot_general=_f32_dot_general,
+            name="out",
+        )(h)  # [B, L, K]
+        return logits.astype(jnp.float32)

@@ -1,0 +1,252 @@
+"""The diffusion transformer (DiT of MDLM / Duo) and its causal twin, the autoregressive baseline.
+
+`DiffusionTransformer(x_t, t)` maps noisy tokens `x_t` int32 `[B, L]` and a time `t` (`[B]` per
+sequence, `[B, L]` per position, or a scalar) to float32 logits `[B, L, K]` over the K clean classes:
+
+    h    = token_embed(x_t)                                    [B, L, D]
+         (+ noise_embed(u) + match_embed * 1[x_t == u])         if noise_input (uniform_absorbing)
+    cond = silu(time_embed(t) + label_embed(y))                [B, Lc, C], Lc = 1 or L
+         (time term only if time_conditioning; label term only if num_labels > 0; 0 if neither)
+    h    = blocks_{num_layers-1}( ... blocks_0(h, cond))       pre-LN, rotary attention, adaLN-zero
+    logits = final(h, cond)                                     adaLN LayerNorm + untied projection
+
+There are no learned absolute positions: positions enter only through rotary embeddings. With
+`time_conditioning=False` (MDLM, and the AR model) t is ignored and the adaLN projections see a
+zero conditioning vector, so their biases act as learned per-block constants.
+
+Parameter names (the tree under `params`; D = d_model, C = cond_dim, H = num_heads,
+Dh = D // H, F = 256 sinusoidal features, V = input_vocab_size, K = num_classes):
+
+    token_embed/embedding           [V, D]
+    noise_embed/embedding           [V, D]          only if noise_input
+    match_embed                     [D]             only if noise_input
+    time_embed/fc1/{kernel,bias}    [F, C], [C]     only if time_conditioning
+    time_embed/fc2/{kernel,bias}    [C, C], [C]     only if time_conditioning
+    label_embed/embedding           [num_labels + 1, C]   only if num_labels > 0
+    blocks_{i}/norm1/scale          [D]
+    blocks_{i}/adaln/{kernel,bias}  [C, 6D], [6D]   (shift, scale, gate) x (attn, mlp); zero-init
+    blocks_{i}/attn/qkv/kernel      [D, 3, H, Dh]
+    blocks_{i}/attn/out/kernel      [H, Dh, D]
+    blocks_{i}/norm2/scale          [D]
+    blocks_{i}/mlp/fc1/{kernel,bias}  [D, 4D], [4D]
+    blocks_{i}/mlp/fc2/{kernel,bias}  [4D, D], [D]
+    final/norm/scale                [D]
+    final/adaln/{kernel,bias}       [C, 2D], [2D]   zero-init
+    final/out/{kernel,bias}         [D, K], [K]     zero-init
+
+Sizes (`SIZES`): "small" (12 x 768, 12 heads, C=128) has ~170M parameters with K = 50257
+(~92M in the blocks, ~77M in the untied input/output embeddings), as in the MDLM/Duo papers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from discrete_diffusion.models.layers import DiTBlock, FinalLayer, TimestepEmbedder, embed_init
+
+Array = jax.Array
+Dtype = Any
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(num_layers=2, d_model=128, num_heads=4, cond_dim=64),
+    "small": dict(num_layers=12, d_model=768, num_heads=12, cond_dim=128),
+    "medium": dict(num_layers=24, d_model=1024, num_heads=16, cond_dim=128),
+}
+
+
+class DiffusionTransformer(nn.Module):
+    """Bidirectional DiT with rotary attention and adaLN time/label conditioning (see module doc).
+
+    Fields:
+      num_classes: K, the width of the output logits (clean classes; never the mask token).
+      input_vocab_size: number of input ids: K + 1 for masked diffusion (mask id K), K for uniform.
+      num_layers, d_model, num_heads, cond_dim, mlp_ratio: architecture (defaults = "small").
+      dropout: rate on the attention and MLP branches, active only when `train=True`.
+      time_conditioning: condition on t through adaLN; if False t is ignored (may be None).
+      causal: causal attention (the autoregressive baseline, see `AutoregressiveTransformer`).
+      noise_input: also embed per-token noise ids u (the `uniform_absorbing` process).
+      num_labels: number of classes for class conditioning; 0 = unconditional. The label table has
+        num_labels + 1 rows; label id `num_labels` is the null label (classifier-free guidance).
+      time_scale: t is multiplied by this before the sinusoidal embedding.
+      rotary_base: base of the rotary frequencies.
+      remat: rematerialise each block in the backward pass (saves activation memory).
+      attention_impl: passed to jax.nn.dot_product_attention (None/'xla', or 'cudnn' on GPU).
+      dtype: compute dtype of the matmuls (float32 or bfloat16); LayerNorm, softmax, the residual
+        stream and the logits are float32 regardless.
+      param_dtype: dtype of the parameters (float32).
+    """
+
+    num_classes: int
+    input_vocab_size: int
+    num_layers: int = 12
+    d_model: int = 768
+    num_heads: int = 12
+    cond_dim: int = 128
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    time_conditioning: bool = True
+    causal: bool = False
+    noise_input: bool = False
+    num_labels: int = 0
+    time_scale: float = 1000.0
+    rotary_base: float = 10_000.0
+    remat: bool = False
+    attention_impl: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def _check_sizes(self) -> None:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if (self.d_model // self.num_heads) % 2:
+            raise ValueError(
+                f"head dim d_model // num_heads = {self.d_model // self.num_heads} must be even "
+                "(rotary embeddings rotate feature pairs)"
+            )
+
+    def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int) -> Array:
+        """SiLU-activated conditioning `[B, Lc, C]` (Lc = 1 for per-sequence t, L for per-position)."""
+        cond = jnp.zeros((batch, 1, self.cond_dim), jnp.float32)  # [B, 1, C]
+        if self.time_conditioning:
+            if t is None:
+                raise ValueError("t is required when time_conditioning=True")
+            t = jnp.asarray(t, jnp.float32)
+            if t.ndim == 0:
+                t = jnp.broadcast_to(t, (batch,))
+            if t.shape == (batch,):
+                t = t[:, None]  # [B, 1]: one time per sequence, broadcast over positions
+            elif t.shape != (batch, length):
+                raise ValueError(
+                    f"t must have shape [B]={(batch,)} or [B, L]={(batch, length)}, got {t.shape}"
+                )
+            time_embed = TimestepEmbedder(
+                self.cond_dim,
+                time_scale=self.time_scale,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="time_embed",
+            )
+            cond = cond + time_embed(t).astype(jnp.float32)  # [B, Lc, C]
+        if self.num_labels > 0:
+            if label is None:
+                raise ValueError(
+                    f"label is required: this model is class-conditional (num_labels="
+                    f"{self.num_labels}); pass label={self.num_labels} for the null label"
+                )
+            label = jnp.asarray(label)
+            if label.shape != (batch,):
+                raise ValueError(f"label must have shape [B]={(batch,)}, got {label.shape}")
+            label_embed = nn.Embed(
+                self.num_labels + 1,
+                self.cond_dim,
+                param_dtype=self.param_dtype,
+                embedding_init=embed_init,
+                name="label_embed",
+            )
+            cond = cond + label_embed(label)[:, None, :]  # [B, 1, C]
+        elif label is not None:
+            raise ValueError(
+                "label was passed but the model is unconditional (num_labels=0); "
+                "set config.model.num_labels to train a class-conditional model"
+            )
+        return nn.silu(cond)
+
+    def _embed_tokens(self, x_t: Array, noise: Array | None) -> Array:
+        """Input embedding `[B, L, D]` (float32) of x_t, plus the noise ids u if `noise_input`."""
+        embed = dict(param_dtype=self.param_dtype, embedding_init=embed_init)
+        h = nn.Embed(self.input_vocab_size, self.d_model, name="token_embed", **embed)(x_t)
+        if self.noise_input:
+            if noise is None:
+                raise ValueError("noise (per-token noise ids u, [B, L]) is required: noise_input=True")
+            if noise.shape != x_t.shape:
+                raise ValueError(f"noise must have the shape of x_t {x_t.shape}, got {noise.shape}")
+            h = h + nn.Embed(self.input_vocab_size, self.d_model, name="noise_embed", **embed)(noise)
+            match = self.param("match_embed", embed_init, (self.d_model,), self.param_dtype)
+            h = h + (x_t == noise)[..., None].astype(h.dtype) * match  # 1[x_t == u] * w
+        elif noise is not None:
+            raise ValueError(
+                "noise was passed but the model was built with noise_input=False; "
+                "set config.model.noise_input=True (needed by the uniform_absorbing process)"
+            )
+        return h.astype(jnp.float32)
+
+    @nn.compact
+    def __call__(
+        self,
+        x_t: Array,
+        t: Array | None = None,
+        *,
+        train: bool = False,
+        noise: Array | None = None,
+        label: Array | None = None,
+    ) -> Array:
+        """Logits `[B, L, K]` float32 of the clean tokens given x_t `[B, L]` int and t `[B]`/`[B, L]`.
+
+        `train=True` enables dropout (then apply needs a 'dropout' rng). `noise` `[B, L]` int: the
+        noise ids u (only with noise_input). `label` `[B]` int (only with num_labels > 0).
+        """
+        self._check_sizes()
+        x_t = jnp.asarray(x_t)
+        if x_t.ndim != 2:
+            raise ValueError(f"x_t must be [B, L] token ids, got shape {x_t.shape}")
+        B, L = x_t.shape
+        cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
+        h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
+
+        block_cls = nn.remat(DiTBlock, static_argnums=(3,)) if self.remat else DiTBlock
+        for i in range(self.num_layers):
+            h = block_cls(
+                self.num_heads,
+                mlp_ratio=self.mlp_ratio,
+                dropout=self.dropout,
+                causal=self.causal,
+                rotary_base=self.rotary_base,
+                attention_impl=self.attention_impl,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"blocks_{i}",
+            )(h, cond, not train)
+        return FinalLayer(
+            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="final"
+        )(h, cond)  # [B, L, K] float32
+
+
+class AutoregressiveTransformer(DiffusionTransformer):
+    """The autoregressive baseline: the same network with causal attention and no time input.
+
+    Shift convention (teacher forcing): the input is the clean sequence shifted right by one with a
+    BOS id in front, `ar_inputs(x0, bos_id)[:, i] = x0[:, i - 1]` (`bos_id` at i = 0), and
+    `logits[:, i]` predicts `x0[:, i]` from `x0[:, :i]`; so log p(x0) = sum_i log_softmax(logits)
+    [:, i, x0[:, i]]. `bos_id` must be < input_vocab_size (use input_vocab_size = K + 1 for a
+    dedicated BOS id K, or K when the vocabulary has its own BOS/EOS). Call as `model(inputs)`.
+    """
+
+    causal: bool = True
+    time_conditioning: bool = False
+
+
+def ar_inputs(x0: Array, bos_id: int) -> Array:
+    """Teacher-forcing inputs of the AR model: x0 `[B, L]` shifted right with `bos_id` at position 0."""
+    x0 = jnp.asarray(x0)
+    bos = jnp.full(x0.shape[:-1] + (1,), bos_id, dtype=x0.dtype)  # [B, 1]
+    return jnp.concatenate([bos, x0[..., :-1]], axis=-1)  # [B, L]
+
+
+def example_inputs(model: DiffusionTransformer, batch_size: int = 1, seq_len: int = 8) -> dict:
+    """Keyword arguments for `model.init(rngs, **example_inputs(model, B, L))`.
+
+    Holds `x_t` (zeros `[B, L]`), `t` (0.5 `[B]`), and `noise` / `label` when the model needs them.
+    """
+    inputs: dict[str, Array] = {
+        "x_t": jnp.zeros((batch_size, seq_len), jnp.int32),
+        "t": jnp.full((batch_size,), 0.5, jnp.float32),
+    }
+    if model.noise_input:
+        inputs["noise"] = jnp.zeros((batch_size, seq_len), jnp.int32)
+    if model.num_labels > 0:
+        inputs["label"] = jnp.full((batch_size,), model.num_labels, jnp.int32)
+    return inputs

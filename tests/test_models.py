@@ -1,0 +1,296 @@
+"""Tests of the DiT / AR transformer and `get_model` (CPU, tiny sizes)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from discrete_diffusion.models import (
+    SIZES,
+    AutoregressiveTransformer,
+    DiffusionTransformer,
+    ar_inputs,
+    example_inputs,
+    get_model,
+)
+from discrete_diffusion.models.layers import apply_rotary
+
+K = 13  # clean classes
+B, L = 2, 16
+
+
+def tiny(**kw) -> DiffusionTransformer:
+    """A tiny masked-diffusion DiT (input vocabulary K + 1) with overrides."""
+    fields = dict(num_classes=K, input_vocab_size=K + 1, **SIZES["tiny"], dropout=0.0)
+    fields.update(kw)
+    return DiffusionTransformer(**fields)
+
+
+def random_params(model: DiffusionTransformer, seed: int = 0, scale: float = 0.1):
+    """Initialise, then add Gaussian noise to every parameter (leaves the adaLN-zero init)."""
+    params = jax.jit(model.init)(jax.random.key(seed), **example_inputs(model, B, L))
+    rng = np.random.default_rng(seed)  # numpy: no per-shape compilation on CPU
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x) + scale * rng.standard_normal(x.shape, np.float32), params
+    )
+
+
+def tokens(seed: int = 0, vocab: int = K + 1) -> jax.Array:
+    return jax.random.randint(jax.random.key(seed), (B, L), 0, vocab, dtype=jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def dit():
+    model = tiny()
+    return model, random_params(model)
+
+
+@pytest.mark.parametrize("t_shape", [(B,), (B, L), ()])
+def test_output_shape_and_dtype(dit, t_shape):
+    model, params = dit
+    t = jnp.full(t_shape, 0.3)
+    logits = jax.jit(model.apply)(params, tokens(), t)
+    assert logits.shape == (B, L, K)
+    assert logits.dtype == jnp.float32
+    assert np.all(np.isfinite(logits))
+
+
+def test_per_sequence_t_equals_broadcast_per_position_t(dit):
+    model, params = dit
+    t = jnp.array([0.2, 0.7])
+    a = model.apply(params, tokens(), t)
+    b = model.apply(params, tokens(), jnp.broadcast_to(t[:, None], (B, L)))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_per_position_t_modulates_per_token(dit):
+    model, params = dit
+    t = jnp.full((B, L), 0.5)
+    a = model.apply(params, tokens(), t)
+    b = model.apply(params, tokens(), t.at[:, 3].set(0.9))
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_bad_t_shape_raises(dit):
+    model, params = dit
+    with pytest.raises(ValueError, match="t must have shape"):
+        model.apply(params, tokens(), jnp.zeros((B, L + 1)))
+
+
+def test_init_predicts_uniform():
+    # adaLN-zero: blocks start as the identity, the zero-init output layer gives zero logits.
+    model = tiny()
+    params = model.init(jax.random.key(0), **example_inputs(model, B, L))
+    np.testing.assert_array_equal(model.apply(params, tokens(), jnp.full((B,), 0.4)), 0.0)
+
+
+def test_bf16_compute_close_to_float32(dit):
+    model, params = dit
+    x, t = tokens(), jnp.array([0.1, 0.8])
+    ref = model.apply(params, x, t)
+    out = jax.jit(tiny(dtype=jnp.bfloat16).apply)(params, x, t)
+    assert out.dtype == jnp.float32
+    err = np.max(np.abs(out - ref)) / np.max(np.abs(ref))
+    assert err < 0.05, err
+
+
+def test_time_conditioning_off_ignores_t():
+    model = tiny(time_conditioning=False)
+    params = random_params(model)
+    assert "time_embed" not in params["params"]
+    x = tokens()
+    a = model.apply(params, x, jnp.full((B,), 0.1))
+    b = model.apply(params, x, jnp.full((B, L), 0.9))
+    c = model.apply(params, x, None)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_time_conditioning_on_depends_on_t(dit):
+    model, params = dit
+    a = model.apply(params, tokens(), jnp.full((B,), 0.1))
+    b = model.apply(params, tokens(), jnp.full((B,), 0.9))
+    assert not np.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="t is required"):
+        model.apply(params, tokens(), None)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_attention(causal):
+    model = tiny(causal=causal, time_conditioning=False)
+    params = random_params(model)
+    x = tokens(1)
+    i = 5
+    y = x.at[:, i + 1 :].set((x[:, i + 1 :] + 1) % (K + 1))  # change every token after i
+    a, b = model.apply(params, x), model.apply(params, y)
+    prefix_diff = np.max(np.abs(a[:, : i + 1] - b[:, : i + 1]))
+    if causal:
+        assert prefix_diff < 1e-5, prefix_diff
+        assert not np.allclose(a[:, i + 1 :], b[:, i + 1 :], atol=1e-4)
+    else:
+        assert prefix_diff > 1e-3, prefix_diff
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    # Same query/key vector at every position: rotated scores q_l . k_m are a function of l - m.
+    q = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (8,)), (1, L, 1, 8))
+    k = jnp.broadcast_to(jax.random.normal(jax.random.key(1), (8,)), (1, L, 1, 8))
+    s = jnp.einsum("lh,mh->lm", apply_rotary(q)[0, :, 0], apply_rotary(k)[0, :, 0])
+    for offset in (-3, 0, 2):
+        diag = np.diagonal(s, offset)
+        np.testing.assert_allclose(diag, diag[0], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(np.diagonal(s, 0)[0], np.diagonal(s, 2)[0])
+
+
+def test_model_is_not_permutation_equivariant(dit):
+    # Without positions, a bidirectional transformer commutes with permutations of the tokens.
+    model, params = dit
+    x, t = tokens(2), jnp.full((B,), 0.5)
+    perm = np.random.default_rng(0).permutation(L)
+    permuted_out = model.apply(params, x[:, perm], t)
+    out_permuted = model.apply(params, x, t)[:, perm]
+    assert not np.allclose(permuted_out, out_permuted, atol=1e-4)
+
+
+def test_dropout_only_in_training():
+    model = tiny(dropout=0.3)
+    params = random_params(model)
+    x, t = tokens(), jnp.full((B,), 0.5)
+    eval_a = model.apply(params, x, t)
+    eval_b = model.apply(params, x, t, rngs={"dropout": jax.random.key(3)})
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a = model.apply(params, x, t, train=True, rngs={"dropout": jax.random.key(1)})
+    train_b = model.apply(params, x, t, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(train_a, train_b, atol=1e-4)
+    assert not np.allclose(train_a, eval_a, atol=1e-4)
+    with pytest.raises(Exception, match="dropout"):
+        model.apply(params, x, t, train=True)
+
+
+def test_noise_input():
+    model = tiny(input_vocab_size=K, noise_input=True)
+    params = random_params(model)
+    assert params["params"]["noise_embed"]["embedding"].shape == (K, model.d_model)
+    assert params["params"]["match_embed"].shape == (model.d_model,)
+    x, t = tokens(vocab=K), jnp.full((B,), 0.5)
+    u = tokens(5, vocab=K)
+    a = model.apply(params, x, t, noise=u)
+    assert a.shape == (B, L, K)
+    assert not np.allclose(a, model.apply(params, x, t, noise=x), atol=1e-4)
+    with pytest.raises(ValueError, match="noise .* is required"):
+        model.apply(params, x, t)
+    plain = tiny(input_vocab_size=K)
+    with pytest.raises(ValueError, match="noise_input=False"):
+        plain.apply(random_params(plain), x, t, noise=u)
+
+
+def test_label_conditioning():
+    num_labels = 3
+    model = tiny(num_labels=num_labels, time_conditioning=False)
+    params = random_params(model)
+    table = params["params"]["label_embed"]["embedding"]
+    assert table.shape == (num_labels + 1, model.cond_dim)
+    x = tokens()
+    a = model.apply(params, x, label=jnp.array([0, 1]))
+    b = model.apply(params, x, label=jnp.array([2, num_labels]))  # num_labels = null label
+    assert a.shape == (B, L, K)
+    assert not np.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="label is required"):
+        model.apply(params, x)
+    plain = tiny()
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.apply(random_params(plain), x, jnp.full((B,), 0.5), label=jnp.array([0, 1]))
+
+
+def test_remat_matches_and_differentiates(dit):
+    model, params = dit
+    x, t = tokens(), jnp.full((B,), 0.5)
+
+    def loss(p, m):
+        return jnp.mean(jax.nn.log_softmax(m.apply(p, x, t))[..., 0])
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    g_ref = grad(params, model)
+    g_remat = grad(params, tiny(remat=True))
+    for a, b in zip(jax.tree_util.tree_leaves(g_ref), jax.tree_util.tree_leaves(g_remat), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_parameter_names(dit):
+    _, params = dit
+    names = {jax.tree_util.keystr(path, simple=True, separator="/")
+             for path, _ in jax.tree_util.tree_leaves_with_path(params["params"])}
+    expected = {
+        "token_embed/embedding",
+        "time_embed/fc1/kernel", "time_embed/fc1/bias", "time_embed/fc2/kernel",
+        "time_embed/fc2/bias",
+        "final/norm/scale", "final/adaln/kernel", "final/adaln/bias", "final/out/kernel",
+        "final/out/bias",
+    }
+    for i in range(SIZES["tiny"]["num_layers"]):
+        expected |= {f"blocks_{i}/{n}" for n in (
+            "norm1/scale", "norm2/scale", "adaln/kernel", "adaln/bias", "attn/qkv/kernel",
+            "attn/out/kernel", "mlp/fc1/kernel", "mlp/fc1/bias", "mlp/fc2/kernel", "mlp/fc2/bias",
+        )}
+    assert names == expected
+
+
+def test_ar_inputs_and_autoregressive_model():
+    x0 = jnp.arange(2 * 5, dtype=jnp.int32).reshape(2, 5)
+    np.testing.assert_array_equal(ar_inputs(x0, bos_id=99), [[99, 0, 1, 2, 3], [99, 5, 6, 7, 8]])
+    model = AutoregressiveTransformer(num_classes=K, input_vocab_size=K + 1, **SIZES["tiny"])
+    assert model.causal and not model.time_conditioning
+    params = random_params(model)
+    x = tokens(vocab=K)
+    logits = model.apply(params, ar_inputs(x, bos_id=K))
+    assert logits.shape == (B, L, K)
+    # logits[:, i] sees x[:, :i] only: changing x[:, i] leaves logits[:, :i + 1] unchanged.
+    logits2 = model.apply(params, ar_inputs(x.at[:, 4].set((x[:, 4] + 1) % K), bos_id=K))
+    np.testing.assert_allclose(logits[:, :5], logits2[:, :5], atol=1e-5)
+
+
+def model_config(**fields) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict({"name": "dit", "size": "tiny", **fields})
+    return config
+
+
+def test_get_model_fields():
+    model = get_model(model_config(dtype="bfloat16", noise_input=True, num_layers=3), K, K)
+    assert isinstance(model, DiffusionTransformer)
+    assert (model.num_layers, model.d_model, model.dtype) == (3, SIZES["tiny"]["d_model"], jnp.bfloat16)
+    assert model.noise_input and model.time_conditioning and model.dropout == 0.1
+    ar = get_model(model_config(name="ar"), K, K + 1)
+    assert isinstance(ar, AutoregressiveTransformer) and ar.causal and not ar.time_conditioning
+    custom = get_model(model_config(size="custom", num_layers=1, d_model=64, num_heads=2), K, K)
+    assert (custom.num_layers, custom.d_model, custom.num_heads, custom.cond_dim) == (1, 64, 2, 128)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(size="huge"), r"config.model.size='huge' is not one of \['tiny', 'small'"),
+        (dict(name="gpt"), r"config.model.name='gpt' is not one of \['dit', 'ar'\]"),
+        (dict(dtype="float16"), r"config.model.dtype='float16' is not one of"),
+        (dict(size="custom", d_model=64), r"config.model.num_layers must be set"),
+        (dict(num_heads=3), r"config.model.d_model=128 must be divisible by config.model.num_heads"),
+        (dict(name="ar", time_conditioning=True), r"config.model.time_conditioning"),
+    ],
+)
+def test_get_model_errors_name_the_field(fields, message):
+    with pytest.raises(ValueError, match=message):
+        get_model(model_config(**fields), K, K + 1)
+
+
+def test_small_parameter_count():
+    config = model_config(size="small")
+    vocab = 50257
+    model = get_model(config, num_classes=vocab, input_vocab_size=vocab + 1)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), **example_inputs(model, 1, 8))
+    count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
+    assert 150e6 < count < 200e6, count  # ~170M with untied embeddings (MDLM / Duo)
