@@ -6,7 +6,7 @@ import oracle
 import pytest
 
 import discrete_diffusion as dd
-from discrete_diffusion import parameterizations as P
+from discrete_diffusion import parameterizations as conv
 
 CASES = [(name, K, L, t) for name in ("masked", "uniform") for (K, L) in ((3, 2), (2, 3))
          for t in (0.15, 0.5, 0.9)]
@@ -33,22 +33,22 @@ def _log(a):
 @pytest.mark.parametrize("name,K,L,t", CASES)
 def test_denoiser_loo_roundtrip_matches_oracle(name, K, L, t):
     proc, x_t, tt, mu, rho, _, noisy = _setup(name, K, L, t)
-    got_rho = np.exp(P.denoiser_to_loo(proc, _log(mu), x_t, tt))
+    got_rho = np.exp(conv.denoiser_to_loo(proc, _log(mu), x_t, tt))
     np.testing.assert_allclose(got_rho[noisy], rho[noisy], atol=1e-6)
-    got_mu = np.exp(P.loo_to_denoiser(proc, _log(rho), x_t, tt))
+    got_mu = np.exp(conv.loo_to_denoiser(proc, _log(rho), x_t, tt))
     np.testing.assert_allclose(got_mu, mu, atol=1e-6)  # everywhere, carry-over included
 
 
 @pytest.mark.parametrize("name,K,L,t", CASES)
 def test_score_conversions_match_oracle(name, K, L, t):
     proc, x_t, tt, mu, rho, score, noisy = _setup(name, K, L, t)
-    got = np.exp(P.loo_to_score(proc, _log(rho), x_t, tt))
+    got = np.exp(conv.loo_to_score(proc, _log(rho), x_t, tt))
     np.testing.assert_allclose(got, score, rtol=1e-5, atol=1e-6)  # all positions given the LOO
-    got_d = np.exp(P.denoiser_to_score(proc, _log(mu), x_t, tt))
+    got_d = np.exp(conv.denoiser_to_score(proc, _log(mu), x_t, tt))
     np.testing.assert_allclose(got_d[noisy], score[noisy], rtol=1e-5, atol=1e-6)
-    back = np.exp(P.score_to_loo(proc, _log(score), x_t, tt))
+    back = np.exp(conv.score_to_loo(proc, _log(score), x_t, tt))
     np.testing.assert_allclose(back, rho, atol=1e-6)
-    back_mu = np.exp(P.score_to_denoiser(proc, _log(score), x_t, tt))
+    back_mu = np.exp(conv.score_to_denoiser(proc, _log(score), x_t, tt))
     np.testing.assert_allclose(back_mu, mu, atol=1e-6)
 
 
@@ -61,7 +61,7 @@ def test_undefined_loo_passes_input_through():
     proc = dd.processes.masked(4)
     logits = jnp.array([[[0.3, -1.0, 2.0, 0.5]]])
     x_t = jnp.array([[2]])  # unmasked: the denoiser is onehot(2), the LOO is not identifiable
-    out = P.denoiser_to_loo(proc, logits, x_t, jnp.array([0.5]))
+    out = conv.denoiser_to_loo(proc, logits, x_t, jnp.array([0.5]))
     np.testing.assert_allclose(out, np.asarray(logits) - np.log(np.exp(logits).sum()), atol=1e-6)
 
 
@@ -72,12 +72,12 @@ def test_score_network_output_completion(name):
     # At positions whose self-ratio is a clean class, an offset of the network output must not
     # matter (the self-ratio is forced to 1); at masked positions the outputs are absolute.
     raw = _log(score[..., :3]) + jnp.where(jnp.asarray(noisy) & (name == "masked"), 0.0, 0.7)[..., None]
-    full = np.exp(P.model_score_to_ratios(proc, raw, x_t, tt))
+    full = np.exp(conv.model_score_to_ratios(proc, raw, x_t, tt))
     np.testing.assert_allclose(full, score, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.exp(P.to_denoiser(proc, "score", raw, x_t, tt)), mu, atol=1e-6)
+    np.testing.assert_allclose(np.exp(conv.to_denoiser(proc, "score", raw, x_t, tt)), mu, atol=1e-6)
 
 
 def test_unknown_parameterization_names_field():
     proc = dd.processes.uniform(3)
     with pytest.raises(ValueError, match="config.model.parameterization"):
-        P.to_loo(proc, "eps", jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), jnp.int32), jnp.ones(1))
+        conv.to_loo(proc, "eps", jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), jnp.int32), jnp.ones(1))

@@ -456,6 +456,16 @@ def get_data(
         splits = _synthetic_splits(s)
     else:
         splits = _image_splits(s)
+    train_iter = pipeline.train_iterator(
+        splits.train,
+        global_batch_size=s.batch_size,
+        seed=s.seed,
+        process_index=p_index,
+        process_count=p_count,
+        num_threads=s.num_threads,
+        prefetch=s.prefetch,
+    )
+
     n_eval = pipeline.num_eval_batches(
         len(splits.valid),
         s.eval_batch_size,
@@ -468,15 +478,6 @@ def get_data(
             f"of {s.eval_batch_size} (config.data.eval_batch_size, default "
             "config.training.batch_size); lower it or set config.data.eval_pad_last=True"
         )
-    train_iter = pipeline.train_iterator(
-        splits.train,
-        global_batch_size=s.batch_size,
-        seed=s.seed,
-        process_index=p_index,
-        process_count=p_count,
-        num_threads=s.num_threads,
-        prefetch=s.prefetch,
-    )
 
     def eval_batches(max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """A fresh pass over the validation split (``max_batches`` overrides the config cap)."""

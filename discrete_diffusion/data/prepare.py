@@ -55,7 +55,10 @@ def encode_parallel(
         for chunk in chunks:
             yield from tok_lib.encode_documents(tokenizer, chunk)
         return
-    with multiprocessing.get_context("spawn").Pool(
+    # fork: workers inherit the tokenizer and skip re-importing the library (no JAX work has
+    # run in the preparation scripts, so forking is safe); spawn where fork does not exist.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(
         num_proc, initializer=_init_worker, initargs=(tokenizer,)
     ) as pool:
         for encoded in pool.imap(_encode_chunk, chunks, chunksize=1):
@@ -72,8 +75,7 @@ def prepare_text_dataset(
 ) -> dict[str, Any]:
     """Encodes every split with ``tokenizer`` and writes the prepared dataset to ``directory``."""
     encoded = {
-        name: encode_parallel(tokenizer, texts, num_proc=num_proc)
-        for name, texts in splits.items()
+        name: encode_parallel(tokenizer, texts, num_proc=num_proc) for name, texts in splits.items()
     }
     return array_records.write_tokenized_dataset(
         directory, encoded, tokenizer, extra_metadata=extra_metadata

@@ -15,9 +15,9 @@ import functools
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 Array = jax.Array
 Dtype = Any
@@ -68,7 +68,7 @@ def modulate(x: Array, shift: Array, scale: Array) -> Array:
 
 
 class TimestepEmbedder(nn.Module):
-    """t `[B, Lc]` -> conditioning `[B, Lc, cond_dim]`: sinusoidal(time_scale * t) then a 2-layer MLP.
+    """t `[B, Lc]` -> conditioning `[B, Lc, C]`: sinusoidal(time_scale * t), then a 2-layer MLP.
 
     Params: `fc1` [freq_dim, C], `fc2` [C, C] (kernels and biases).
     """
@@ -148,7 +148,8 @@ class DiTBlock(nn.Module):
         x = x + gate2 * dropout(mlp(modulate(norm2(x), shift2, scale2)))
 
     `cond` is the already SiLU-activated conditioning `[B, Lc, C]`. Params: `norm1/scale`,
-    `norm2/scale` [D], `adaln/kernel` [C, 6D] + `adaln/bias` [6D] (zero-init), `attn/...`, `mlp/...`.
+    `norm2/scale` [D], `adaln/kernel` [C, 6D] + `adaln/bias` [6D] (zero-init), `attn/...`,
+    `mlp/...`.
     """
 
     num_heads: int

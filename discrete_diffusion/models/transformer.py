@@ -1,7 +1,8 @@
 """The diffusion transformer (DiT of MDLM / Duo) and its causal twin, the autoregressive baseline.
 
 `DiffusionTransformer(x_t, t)` maps noisy tokens `x_t` int32 `[B, L]` and a time `t` (`[B]` per
-sequence, `[B, L]` per position, or a scalar) to float32 logits `[B, L, K]` over the K clean classes:
+sequence, `[B, L]` per position, or a scalar) to float32 logits `[B, L, K]` over the K clean
+classes:
 
     h    = token_embed(x_t)                                    [B, L, D]
          (+ noise_embed(u) + match_embed * 1[x_t == u])         if noise_input (uniform_absorbing)
@@ -42,9 +43,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from discrete_diffusion.models.layers import DiTBlock, FinalLayer, TimestepEmbedder, embed_init
 
@@ -101,7 +102,7 @@ class DiffusionTransformer(nn.Module):
 
     def _check_sizes(self) -> None:
         if self.d_model % self.num_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+            raise ValueError(f"d_model={self.d_model} not divisible by num_heads={self.num_heads}")
         if (self.d_model // self.num_heads) % 2:
             raise ValueError(
                 f"head dim d_model // num_heads = {self.d_model // self.num_heads} must be even "
@@ -109,7 +110,7 @@ class DiffusionTransformer(nn.Module):
             )
 
     def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int) -> Array:
-        """SiLU-activated conditioning `[B, Lc, C]` (Lc = 1 for per-sequence t, L for per-position)."""
+        """SiLU-activated conditioning `[B, Lc, C]` (Lc = 1: t per sequence; Lc = L: per token)."""
         cond = jnp.zeros((batch, 1, self.cond_dim), jnp.float32)  # [B, 1, C]
         if self.time_conditioning:
             if t is None:
@@ -161,10 +162,11 @@ class DiffusionTransformer(nn.Module):
         h = nn.Embed(self.input_vocab_size, self.d_model, name="token_embed", **embed)(x_t)
         if self.noise_input:
             if noise is None:
-                raise ValueError("noise (per-token noise ids u, [B, L]) is required: noise_input=True")
+                raise ValueError("noise (the noise ids u, [B, L]) is required: noise_input=True")
             if noise.shape != x_t.shape:
                 raise ValueError(f"noise must have the shape of x_t {x_t.shape}, got {noise.shape}")
-            h = h + nn.Embed(self.input_vocab_size, self.d_model, name="noise_embed", **embed)(noise)
+            noise_embed = nn.Embed(self.input_vocab_size, self.d_model, name="noise_embed", **embed)
+            h = h + noise_embed(noise)
             match = self.param("match_embed", embed_init, (self.d_model,), self.param_dtype)
             h = h + (x_t == noise)[..., None].astype(h.dtype) * match  # 1[x_t == u] * w
         elif noise is not None:
@@ -184,7 +186,7 @@ class DiffusionTransformer(nn.Module):
         noise: Array | None = None,
         label: Array | None = None,
     ) -> Array:
-        """Logits `[B, L, K]` float32 of the clean tokens given x_t `[B, L]` int and t `[B]`/`[B, L]`.
+        """Float32 logits `[B, L, K]` of the clean tokens given x_t `[B, L]` and t `[B]`/`[B, L]`.
 
         `train=True` enables dropout (then apply needs a 'dropout' rng). `noise` `[B, L]` int: the
         noise ids u (only with noise_input). `label` `[B]` int (only with num_labels > 0).
@@ -230,7 +232,7 @@ class AutoregressiveTransformer(DiffusionTransformer):
 
 
 def ar_inputs(x0: Array, bos_id: int) -> Array:
-    """Teacher-forcing inputs of the AR model: x0 `[B, L]` shifted right with `bos_id` at position 0."""
+    """Teacher-forcing AR inputs: x0 `[B, L]` shifted right by one, `bos_id` at position 0."""
     x0 = jnp.asarray(x0)
     bos = jnp.full(x0.shape[:-1] + (1,), bos_id, dtype=x0.dtype)  # [B, 1]
     return jnp.concatenate([bos, x0[..., :-1]], axis=-1)  # [B, L]
