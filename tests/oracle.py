@@ -144,6 +144,7 @@ def expected_tv_floor(p: np.ndarray, n: int, reps: int = 200, seed: int = 0) -> 
 def exact_model_fn(p0: np.ndarray, proc, parameterization: str = "denoiser"):
     """A JAX `model_fn(x_t, t) -> logits [N, L, K]` returning the exact denoiser or LOO posterior.
 
+    t may be per sequence [N] or per position [N, L] (t = 0 marks a known clean token).
     Enumerates all K^L clean sequences: lik[n, a, i] = q_t(x_t[n, i] | x0s[a, i]).
     """
     import jax
@@ -155,13 +156,12 @@ def exact_model_fn(p0: np.ndarray, proc, parameterization: str = "denoiser"):
     onehot_x0s = jax.nn.one_hot(x0s, K)  # [A, L, K]
 
     def model_fn(x_t, t):
-        alpha = proc.alpha(t)[:, None, None]  # [N, 1, 1]
-        q = proc.marginal_probs(x0s[None], jnp.broadcast_to(t[:, None], (t.shape[0], 1)))
+        tt = t[:, None] if t.ndim == 1 else t[:, None, :]  # per sequence [N] or per position [N, L]
+        q = proc.marginal_probs(x0s[None], tt)
         # q: [N, A, L, V] marginal of each candidate x0; pick the observed x_t entries.
         idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
         lik = jnp.take_along_axis(q, idx, axis=-1)[..., 0]  # [N, A, L]
         log_lik = jnp.log(jnp.maximum(lik, 1e-30))
-        del alpha
         if parameterization == "denoiser":
             logw = log_p0[None] + log_lik.sum(-1)  # [N, A]
             w = jax.nn.softmax(logw, axis=-1)

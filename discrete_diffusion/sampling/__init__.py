@@ -5,9 +5,12 @@
     result.tokens, result.nfe                                             # NFE: network calls
 
 `model_fn(x_t, t)` returns logits `[N, L, K]` whose meaning is `config.model.parameterization`.
-Config fields read (defaults in `defaults.SAMPLER`): config.process.{name, schedule, num_classes,
-schedule_eps, schedule_power}, config.model.{parameterization, time_conditioning},
-config.sampler.{name, num_steps, temperature, top_k, top_p, bridge, greedy_final, reuse_output}.
+Prompting / infilling: pass `prompt_tokens` (int32 [N, L]) and `prompt_mask` (bool [N, L], True
+where the token is given); every sampler keeps those positions and conditions on them.
+
+Samplers (`config.sampler.name`): 'ancestral' (sampling/ancestral.py), 'psi' (sampling/psi.py:
+Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only).
+Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -21,28 +24,25 @@ import jax.numpy as jnp
 
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion import processes
-from discrete_diffusion.sampling import ancestral, categorical
-from discrete_diffusion.sampling.ancestral import sample_ancestral
-from discrete_diffusion.sampling.categorical import categorical as categorical_sample
+from discrete_diffusion.sampling import ancestral, categorical, first_hitting, psi
 from discrete_diffusion.sampling.categorical import transform_logits
+from discrete_diffusion.sampling.context import Context
 
 __all__ = [
-    "SampleResult", "generate", "sample", "ancestral", "categorical", "categorical_sample",
-    "transform_logits", "sample_ancestral", "NAMES", "sampler_settings",
+    "NAMES", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral", "categorical",
+    "first_hitting", "generate", "psi", "sample", "sampler_settings", "transform_logits",
 ]
 
-NAMES = ("ancestral",)
+SAMPLERS = {"ancestral": ancestral, "psi": psi, "first_hitting": first_hitting}
+NAMES = tuple(SAMPLERS)
 
-# Defaults of every sampler field; a config may omit any of them.
+# Fields every sampler reads; a config may omit any of them.
 SAMPLER_DEFAULTS: dict[str, Any] = {
     "name": "ancestral",
     "num_steps": 128,
     "temperature": 1.0,
     "top_k": 0,
     "top_p": 1.0,
-    "bridge": "loo_plugin",
-    "greedy_final": False,
-    "reuse_output": True,
 }
 
 
@@ -59,54 +59,59 @@ def _field(section: Any, name: str, default: Any) -> Any:
 
 
 def sampler_settings(config: Any) -> dict[str, Any]:
-    """All sampler fields with defaults filled in, validated (errors name the field)."""
+    """All fields of the chosen sampler with defaults filled in, validated (errors name the field)."""
     section = config.get("sampler", None)
-    out = {k: _field(section, k, v) for k, v in SAMPLER_DEFAULTS.items()}
-    if out["name"] not in NAMES:
-        raise ValueError(f"config.sampler.name={out['name']!r} is not one of {list(NAMES)}")
+    name = _field(section, "name", SAMPLER_DEFAULTS["name"])
+    if name not in SAMPLERS:
+        raise ValueError(f"config.sampler.name={name!r} is not one of {list(NAMES)}")
+    defaults = {**SAMPLER_DEFAULTS, **SAMPLERS[name].DEFAULTS}
+    out = {k: _field(section, k, v) for k, v in defaults.items()}
     if not isinstance(out["num_steps"], int) or out["num_steps"] < 1:
         raise ValueError(f"config.sampler.num_steps={out['num_steps']!r} must be an int >= 1")
-    if out["bridge"] not in ancestral.BRIDGES:
-        raise ValueError(
-            f"config.sampler.bridge={out['bridge']!r} is not one of {list(ancestral.BRIDGES)}"
-        )
+    if "bridge" in out and out["bridge"] not in ancestral.BRIDGES:
+        raise ValueError(f"config.sampler.bridge={out['bridge']!r} is not one of {list(ancestral.BRIDGES)}")
     return out
 
 
-def generate(
-    key: jax.Array, model_fn: Callable[..., jax.Array], config: Any, num_samples: int,
-    seq_len: int,
-) -> SampleResult:
-    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`."""
+def make_context(
+    model_fn: Callable[..., jax.Array], config: Any, num_samples: int, seq_len: int,
+    prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
+) -> Context:
+    """The sampler context of a config (validates process, parameterization and sampler fields)."""
     proc = processes.from_config(config.process)
     model_section = config.get("model", None)
     parameterization = _field(model_section, "parameterization", "denoiser")
     if parameterization not in params_lib.NAMES:
         raise ValueError(
-            f"config.model.parameterization={parameterization!r} is not one of "
-            f"{list(params_lib.NAMES)}"
+            f"config.model.parameterization={parameterization!r} is not one of {list(params_lib.NAMES)}"
         )
-    time_conditioning = _field(model_section, "time_conditioning", True)
-    settings = sampler_settings(config)
-    reuse = bool(settings["reuse_output"]) and proc.mask_id is not None and not time_conditioning
+    if (prompt_tokens is None) != (prompt_mask is None):
+        raise ValueError("prompt_tokens and prompt_mask must be given together")
+    if prompt_tokens is not None:
+        prompt_tokens = jnp.broadcast_to(jnp.asarray(prompt_tokens, jnp.int32), (num_samples, seq_len))
+        prompt_mask = jnp.broadcast_to(jnp.asarray(prompt_mask, bool), (num_samples, seq_len))
+    return Context(
+        proc=proc, model_fn=model_fn, parameterization=parameterization,
+        settings=sampler_settings(config), num_samples=num_samples, seq_len=seq_len,
+        time_conditioning=bool(_field(model_section, "time_conditioning", True)),
+        prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+    )
 
-    @jax.jit
-    def run(key):
-        return sample_ancestral(
-            key, model_fn, proc, num_samples=num_samples, seq_len=seq_len,
-            num_steps=settings["num_steps"], parameterization=parameterization,
-            bridge=settings["bridge"], temperature=settings["temperature"],
-            top_k=settings["top_k"], top_p=settings["top_p"],
-            greedy_final=settings["greedy_final"], reuse_output=reuse,
-        )
 
-    tokens, nfe = run(key)
-    return SampleResult(tokens=jnp.asarray(tokens), nfe=int(nfe))
+def generate(
+    key: jax.Array, model_fn: Callable[..., jax.Array], config: Any, num_samples: int,
+    seq_len: int, *, prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
+) -> SampleResult:
+    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`."""
+    ctx = make_context(model_fn, config, num_samples, seq_len, prompt_tokens, prompt_mask)
+    run = SAMPLERS[ctx.settings["name"]].run
+    tokens, nfe = jax.jit(lambda k: run(k, ctx))(key)
+    return SampleResult(tokens=tokens, nfe=int(nfe))
 
 
 def sample(
     key: jax.Array, model_fn: Callable[..., jax.Array], config: Any, num_samples: int,
-    seq_len: int,
+    seq_len: int, **prompt: jax.Array,
 ) -> jax.Array:
-    """int32 [num_samples, seq_len] clean tokens; see `generate` for the NFE count."""
-    return generate(key, model_fn, config, num_samples, seq_len).tokens
+    """int32 [num_samples, seq_len] clean tokens; see `generate` for the NFE count and prompts."""
+    return generate(key, model_fn, config, num_samples, seq_len, **prompt).tokens

@@ -17,19 +17,18 @@ x_t; NFE is then at most the number of distinct states visited (<= L + 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import InterpolatingProcess
-from discrete_diffusion.sampling.categorical import categorical, transform_logits
+from discrete_diffusion.sampling.categorical import categorical
+from discrete_diffusion.sampling.context import Context, time_grid
 
 Array = jnp.ndarray
-ModelFn = Callable[..., Array]
 
 BRIDGES = ("loo_plugin", "denoiser_mixture", "denoiser_plugin")
+DEFAULTS = {"bridge": "loo_plugin", "greedy_final": False, "reuse_output": True}
 
 
 def reverse_kernel(
@@ -49,12 +48,8 @@ def reverse_kernel(
     raise ValueError(f"config.sampler.bridge={bridge!r} is not one of {list(BRIDGES)}")
 
 
-def ancestral_step(
-    key: Array, proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array,
-    t: Array, s: Array, bridge: str = "loo_plugin",
-) -> Array:
-    """One exact-precision draw x_s ~ p_theta(. | x_t); int32 `[..., L]`."""
-    probs = reverse_kernel(proc, parameterization, logits, x_t, t, s, bridge)
+def sample_from_probs(key: Array, probs: Array) -> Array:
+    """Exact draw from probabilities `[..., V]` (zero entries are never drawn)."""
     log_probs = jnp.where(probs > 0, jnp.log(jnp.maximum(probs, 1e-38)), -jnp.inf)
     return categorical(key, log_probs)
 
@@ -67,45 +62,41 @@ def greedy_step(
     return jnp.where(proc.is_noisy(x_t), jnp.argmax(mu, -1), x_t).astype(jnp.int32)
 
 
-def sample_ancestral(
-    key: Array, model_fn: ModelFn, proc: InterpolatingProcess, *, num_samples: int,
-    seq_len: int, num_steps: int, parameterization: str = "denoiser", bridge: str = "loo_plugin",
-    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy_final: bool = False,
-    reuse_output: bool = False,
-) -> tuple[Array, Array]:
-    """Runs `num_steps` ancestral steps from the prior; returns (x_0 int32 [N, L], NFE int32).
+def validate(settings: dict) -> None:
+    if settings["bridge"] not in BRIDGES:
+        raise ValueError(f"config.sampler.bridge={settings['bridge']!r} is not one of {list(BRIDGES)}")
 
-    `reuse_output` must only be set for masked diffusion with a model that ignores t.
-    """
-    if num_steps < 1:
-        raise ValueError(f"config.sampler.num_steps={num_steps!r} must be >= 1")
-    if bridge not in BRIDGES:
-        raise ValueError(f"config.sampler.bridge={bridge!r} is not one of {list(BRIDGES)}")
+
+def run(key: Array, ctx: Context) -> tuple[Array, Array]:
+    """`num_steps` ancestral steps from the prior; returns (x_0 int32 [N, L], NFE int32)."""
+    settings = ctx.settings
+    validate(settings)
+    num_steps, bridge = settings["num_steps"], settings["bridge"]
+    reuse = bool(settings["reuse_output"]) and ctx.proc.mask_id is not None and not ctx.time_conditioning
     key, k_prior = jax.random.split(key)
-    x = proc.sample_prior(k_prior, (num_samples, seq_len))
-    grid = jnp.linspace(1.0, 0.0, num_steps + 1)
-
-    def network(x_t: Array, t: Array) -> Array:
-        logits = model_fn(x_t, jnp.full((num_samples,), t))
-        return transform_logits(logits, temperature, top_k, top_p)
+    x = ctx.initial_state(k_prior)
+    grid = time_grid(num_steps)
 
     def body(carry, i):
         x_t, cached, valid, nfe, key = carry
         key, k_step = jax.random.split(key)
-        t, s = grid[i], grid[i + 1]
-        if reuse_output:
-            logits = jax.lax.cond(valid, lambda: cached, lambda: network(x_t, t))
+        t, s = ctx.times(grid[i]), ctx.times(grid[i + 1])
+        if reuse:
+            logits = jax.lax.cond(valid, lambda: cached, lambda: ctx.network(x_t, t))
             nfe = nfe + jnp.where(valid, 0, 1)
         else:
-            logits = network(x_t, t)
+            logits = ctx.network(x_t, t)
             nfe = nfe + 1
-        x_s = ancestral_step(k_step, proc, parameterization, logits, x_t, t, s, bridge)
-        if greedy_final:
-            x_s = jnp.where(i == num_steps - 1, greedy_step(proc, parameterization, logits, x_t, t), x_s)
+        probs = reverse_kernel(ctx.proc, ctx.parameterization, logits, x_t, t, s, bridge)
+        x_s = sample_from_probs(k_step, probs)
+        if settings["greedy_final"]:
+            greedy = greedy_step(ctx.proc, ctx.parameterization, logits, x_t, t)
+            x_s = jnp.where(i == num_steps - 1, greedy, x_s)
+        x_s = ctx.apply_prompt(x_s)
         valid = jnp.all(x_s == x_t)
         return (x_s, logits, valid, nfe, key), None
 
-    init_logits = jnp.zeros((num_samples, seq_len, proc.num_classes), jnp.float32)
+    init_logits = jnp.zeros((ctx.num_samples, ctx.seq_len, ctx.proc.num_classes), jnp.float32)
     carry = (x, init_logits, jnp.array(False), jnp.array(0, jnp.int32), key)
     (x, _, _, nfe, _), _ = jax.lax.scan(body, carry, jnp.arange(num_steps))
     return x, nfe

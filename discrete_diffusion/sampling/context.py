@@ -1,0 +1,92 @@
+"""What every sampler receives: the process, the network and the sampler settings.
+
+A sampler is a module with `DEFAULTS` (its own config.sampler fields and their defaults) and
+`run(key, ctx) -> (tokens int32 [N, L], nfe int32)`; `sampling.generate` builds the context from a
+config and dispatches on `config.sampler.name`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from discrete_diffusion.processes import InterpolatingProcess
+from discrete_diffusion.sampling.categorical import transform_logits
+
+Array = jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Everything a sampler needs.
+
+    proc: the forward process; model_fn(x_t, t) -> logits [N, L, K] (t of shape [N]);
+    parameterization: what the logits mean ('denoiser' | 'loo' | 'score');
+    settings: config.sampler fields with defaults filled in;
+    time_conditioning: whether the network reads t (output reuse is exact only if not);
+    prompt_tokens, prompt_mask: int32 / bool [N, L]: positions fixed to given clean tokens
+    (None: unconditional). Samplers keep them fixed and condition the network on them.
+    """
+
+    proc: InterpolatingProcess
+    model_fn: Callable[..., Array]
+    parameterization: str
+    settings: dict[str, Any]
+    num_samples: int
+    seq_len: int
+    time_conditioning: bool = True
+    prompt_tokens: Array | None = None
+    prompt_mask: Array | None = None
+
+    def times(self, t: Array | float) -> Array:
+        """The time array for a grid time t: [N], or [N, L] with t = 0 at prompt positions.
+
+        Prompted positions are clean tokens, i.e. at time 0. For the masked process that is
+        visible in x_t (they are unmasked), so t stays per sequence; for the uniform process it
+        is not, so the network gets per-position times (exact for networks that accept [N, L]).
+        The same array goes into the conversions and bridges, which then keep those positions.
+        """
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (self.num_samples,))
+        if self.prompt_mask is None or self.proc.mask_id is not None:
+            return t
+        return jnp.where(self.prompt_mask, 0.0, t[:, None])
+
+    def network(self, x_t: Array, t: Array) -> Array:
+        """Network logits with temperature / top-k / nucleus applied to its output distribution.
+
+        t: from `times` ([N] or [N, L]).
+        """
+        logits = self.model_fn(x_t, t)
+        s = self.settings
+        return transform_logits(logits, s["temperature"], s["top_k"], s["top_p"])
+
+    def initial_state(self, key: Array) -> Array:
+        """x_1 ~ prior, with prompt positions set to their tokens."""
+        x = self.proc.sample_prior(key, (self.num_samples, self.seq_len))
+        return self.apply_prompt(x)
+
+    def apply_prompt(self, x: Array) -> Array:
+        """Overwrites the prompt positions of x with the prompt tokens."""
+        if self.prompt_mask is None:
+            return x
+        return jnp.where(self.prompt_mask, self.prompt_tokens, x).astype(jnp.int32)
+
+    def free(self, x: Array) -> Array:
+        """Boolean [N, L]: positions the sampler may change."""
+        if self.prompt_mask is None:
+            return jnp.ones(x.shape, bool)
+        return ~self.prompt_mask
+
+
+def time_grid(num_steps: int) -> Array:
+    """Uniform grid 1 = t_0 > t_1 > ... > t_N = 0, `[num_steps + 1]`."""
+    return jnp.linspace(1.0, 0.0, num_steps + 1)
+
+
+def split(key: Array) -> tuple[Array, Array]:
+    k1, k2 = jax.random.split(key)
+    return k1, k2

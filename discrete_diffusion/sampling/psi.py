@@ -1,0 +1,159 @@
+"""Psi-samplers (Duo chapter II) for any prior, with ReMDM's remasking schedules as kappa schedules.
+
+One step t -> s mixes the ancestral kernel with a re-noising of the predicted clean data:
+
+    Psi(z_s | z_t) = kappa q(z_s | z_t, x_hat)
+                     + (1 - kappa) [alpha_s q(z_0 | z_t, x_hat) + (1 - alpha_s) pi],       (1)
+
+where q(z_s | z_t, x_hat) is the reverse kernel of `ancestral.reverse_kernel` and q(z_0 | z_t, x_hat)
+the same kernel to time 0 (the denoiser; carry-over positions stay). Given the true x_0 both terms
+map q_t(. | x_0) to q_s(. | x_0), so (1) preserves the marginals for any kappa in [0, 1]; with a
+network the factorized prediction makes kappa < 1 approximate. kappa = 1 is ancestral sampling.
+
+ReMDM (masked prior) with remasking probability sigma is (1) with kappa = 1 - sigma/(1 - alpha_s)
+(`remdm_kernel` states ReMDM's own formula; a test checks the equality; see `kappa_from_sigma`
+for kappa < 0). Schedules
+(`config.sampler.kappa_schedule`):
+  * 'constant'       kappa = config.sampler.kappa;
+  * 'phases'         kappa_high / kappa_middle / kappa_low on the first high_frac, the next
+                     middle_frac and the remaining fraction of the steps;
+  * 'remdm_cap'      sigma = min(eta, sigma_max), sigma_max = min(1, (1 - alpha_s)/alpha_t);
+  * 'remdm_rescale'  sigma = eta sigma_max;
+  * 'remdm_loop'     ReMDM-loop: t goes 1 -> t_on over high_frac of the steps with kappa = 1,
+                     holds t = t_on for middle_frac of the steps with sigma = eta (pure
+                     correction at fixed noise, s = t), then t_on -> 0 with kappa = 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from discrete_diffusion.processes import TINY, InterpolatingProcess, per_token
+from discrete_diffusion.sampling.ancestral import reverse_kernel, sample_from_probs
+from discrete_diffusion.sampling.context import Context
+
+Array = jnp.ndarray
+
+SCHEDULES = ("constant", "phases", "remdm_cap", "remdm_rescale", "remdm_loop")
+DEFAULTS = {
+    "bridge": "loo_plugin",
+    "kappa_schedule": "constant",
+    "kappa": 1.0,
+    "kappa_high": 1.0,
+    "kappa_middle": 0.9,
+    "kappa_low": 1.0,
+    "high_frac": 0.2,
+    "middle_frac": 0.6,
+    "eta": 0.02,
+    "t_on": 0.55,
+}
+
+
+def psi_kernel(
+    proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array,
+    s: Array, kappa: Array, bridge: str = "loo_plugin",
+) -> Array:
+    """Equation (1) as probabilities `[..., L, V]`; kappa broadcastable to `x_t.shape`."""
+    q_s = reverse_kernel(proc, parameterization, logits, x_t, t, s, bridge)
+    q_0 = reverse_kernel(proc, parameterization, logits, x_t, t, jnp.zeros_like(jnp.asarray(s)), bridge)
+    alpha_s = proc.alpha(per_token(s, x_t))[..., None]
+    renoised = alpha_s * q_0 + (1.0 - alpha_s) * jnp.exp(proc.log_prior())
+    kappa = jnp.asarray(kappa)[..., None]
+    return kappa * q_s + (1.0 - kappa) * renoised
+
+
+def remdm_kernel(
+    proc: InterpolatingProcess, mu: Array, x_t: Array, t: Array, s: Array, sigma: Array
+) -> Array:
+    """ReMDM's step for masked diffusion (denoiser probabilities mu `[..., L, K]`):
+
+        z_t != m:  (1 - sigma) onehot(z_t) + sigma onehot(m)
+        z_t  = m:  (alpha_s - (1 - sigma) alpha_t)/(1 - alpha_t) mu
+                   + (1 - alpha_s - sigma alpha_t)/(1 - alpha_t) onehot(m)
+    """
+    a_t = proc.alpha(per_token(t, x_t))[..., None]
+    a_s = proc.alpha(per_token(s, x_t))[..., None]
+    sigma = jnp.asarray(sigma)[..., None]
+    mask = jax.nn.one_hot(proc.mask_id, proc.num_states)
+    mu_v = jnp.pad(mu, [(0, 0)] * (mu.ndim - 1) + [(0, 1)])
+    denom = jnp.maximum(1.0 - a_t, TINY)
+    masked_row = (a_s - (1 - sigma) * a_t) / denom * mu_v + (1 - a_s - sigma * a_t) / denom * mask
+    clean_row = (1 - sigma) * jax.nn.one_hot(x_t, proc.num_states) + sigma * mask
+    return jnp.where(proc.is_noisy(x_t)[..., None], masked_row, clean_row)
+
+
+def sigma_max(proc: InterpolatingProcess, t: Array, s: Array) -> Array:
+    """The largest remasking probability ReMDM allows: min(1, (1 - alpha_s)/alpha_t)."""
+    return jnp.minimum(1.0, (1.0 - proc.alpha(s)) / jnp.maximum(proc.alpha(t), TINY))
+
+
+def kappa_from_sigma(proc: InterpolatingProcess, t: Array, s: Array, sigma: Array) -> Array:
+    """kappa = 1 - sigma / (1 - alpha_s) with sigma clipped to [0, sigma_max(t, s)].
+
+    For the masked process kappa may be negative (down to 1 - sigma_max/(1 - alpha_s)): (1) is
+    still a distribution there and equals ReMDM's step for every allowed sigma (Duo's code clips
+    kappa at 0, which silently caps sigma at 1 - alpha_s). For other priors kappa is clipped to
+    [0, 1], where (1) is a mixture of two kernels.
+    """
+    sigma = jnp.clip(sigma, 0.0, sigma_max(proc, t, s))
+    kappa = 1.0 - sigma / jnp.maximum(1.0 - proc.alpha(s), TINY)
+    return kappa if proc.mask_id is not None else jnp.clip(kappa, 0.0, 1.0)
+
+
+def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, Array]:
+    """The (t, s, kappa) of every step, each `[num_steps]`."""
+    n = settings["num_steps"]
+    name = settings["kappa_schedule"]
+    if name not in SCHEDULES:
+        raise ValueError(f"config.sampler.kappa_schedule={name!r} is not one of {list(SCHEDULES)}")
+    n_high = int(round(settings["high_frac"] * n))
+    n_mid = int(round(settings["middle_frac"] * n))
+    if not 0 <= n_high + n_mid <= n:
+        raise ValueError("config.sampler.high_frac + config.sampler.middle_frac must be <= 1")
+    step = jnp.arange(n)
+    if name == "remdm_loop":
+        t_on = settings["t_on"]
+        n_low = n - n_high - n_mid
+        head = jnp.linspace(1.0, t_on, n_high + 1)
+        hold = jnp.full((n_mid,), t_on)
+        tail = jnp.linspace(t_on, 0.0, n_low + 1)
+        grid = jnp.concatenate([head, hold, tail[1:]])  # n + 1 points
+        t, s = grid[:-1], grid[1:]
+        in_loop = (step >= n_high) & (step < n_high + n_mid)
+        # During the loop s = t: sigma = eta remasks, kappa from sigma at alpha_s = alpha(t_on).
+        kappa = jnp.where(in_loop, kappa_from_sigma(proc, t, s, settings["eta"]), 1.0)
+        return t, s, kappa
+    grid = jnp.linspace(1.0, 0.0, n + 1)
+    t, s = grid[:-1], grid[1:]
+    if name == "constant":
+        kappa = jnp.full((n,), settings["kappa"])
+    elif name == "phases":
+        kappa = jnp.where(step < n_high, settings["kappa_high"],
+                          jnp.where(step < n_high + n_mid, settings["kappa_middle"], settings["kappa_low"]))
+    elif name == "remdm_cap":
+        kappa = kappa_from_sigma(proc, t, s, jnp.minimum(settings["eta"], sigma_max(proc, t, s)))
+    else:  # remdm_rescale
+        kappa = kappa_from_sigma(proc, t, s, settings["eta"] * sigma_max(proc, t, s))
+    return t, s, kappa
+
+
+def run(key: Array, ctx: Context) -> tuple[Array, Array]:
+    """Psi-sampling from the prior; returns (x_0 int32 [N, L], NFE int32)."""
+    t_grid, s_grid, kappas = schedule(ctx.proc, ctx.settings)
+    key, k_prior = jax.random.split(key)
+    x = ctx.initial_state(k_prior)
+
+    def body(carry, inputs):
+        x_t, key = carry
+        t_i, s_i, kappa = inputs
+        key, k_step = jax.random.split(key)
+        t, s = ctx.times(t_i), ctx.times(s_i)
+        logits = ctx.network(x_t, t)
+        probs = psi_kernel(ctx.proc, ctx.parameterization, logits, x_t, t, s, kappa,
+                           ctx.settings["bridge"])
+        x_s = ctx.apply_prompt(sample_from_probs(k_step, probs))
+        return (x_s, key), None
+
+    (x, _), _ = jax.lax.scan(body, (x, key), (t_grid, s_grid, kappas))
+    return x, jnp.array(len(t_grid), jnp.int32)

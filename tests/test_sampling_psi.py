@@ -1,0 +1,92 @@
+"""Psi-samplers: marginal preservation given x0 for any kappa, ReMDM = Psi with mapped kappa,
+kappa = 1 is exact with the exact model."""
+
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import oracle
+import pytest
+
+import discrete_diffusion as dd
+from discrete_diffusion.sampling import psi
+
+K = 4
+
+
+@pytest.mark.parametrize("name", ["masked", "uniform"])
+@pytest.mark.parametrize("kappa", [0.0, 0.35, 1.0])
+@pytest.mark.parametrize("bridge", ["loo_plugin", "denoiser_mixture"])
+def test_psi_kernel_given_x0_maps_q_t_to_q_s(name, kappa, bridge):
+    proc = getattr(dd.processes, name)(K)
+    t, s = 0.7, 0.4
+    states = jnp.arange(proc.num_states)[:, None]  # every z_t, L = 1
+    for x0 in range(K):
+        logits = jnp.where(jax.nn.one_hot(x0, K) > 0, 0.0, -60.0)[None, None].repeat(len(states), 0)
+        kern = psi.psi_kernel(proc, "denoiser", logits, states, jnp.full((len(states),), t),
+                              jnp.full((len(states),), s), kappa, bridge)[:, 0]  # [V(z_t), V(z_s)]
+        q_t = np.asarray(proc.marginal_probs(jnp.array([[x0]]), jnp.array([t])))[0, 0]
+        q_s = np.asarray(proc.marginal_probs(jnp.array([[x0]]), jnp.array([s])))[0, 0]
+        np.testing.assert_allclose(q_t @ np.asarray(kern), q_s, atol=1e-6)
+
+
+def test_remdm_equals_psi_with_mapped_kappa():
+    proc = dd.processes.masked(K)
+    key = jax.random.key(0)
+    mu = jax.nn.softmax(2 * jax.random.normal(key, (64, 3, K)), -1)
+    x_t = jax.random.randint(jax.random.key(1), (64, 3), 0, K + 1)
+    t = jax.random.uniform(jax.random.key(2), (64,), minval=0.2, maxval=1.0)
+    s = t * jax.random.uniform(jax.random.key(3), (64,))
+    sigma = psi.sigma_max(proc, t, s) * jax.random.uniform(jax.random.key(4), (64,))
+    kappa = psi.kappa_from_sigma(proc, t, s, sigma)[:, None]
+    a = psi.remdm_kernel(proc, mu, x_t, t, s, sigma[:, None])
+    b = psi.psi_kernel(proc, "denoiser", jnp.log(mu), x_t, t, s, kappa)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a).sum(-1), 1.0, atol=1e-5)
+
+
+P0 = oracle.toy_law(3, 2, seed=1)
+
+
+def _config(process, parameterization, **sampler):
+    return ml_collections.ConfigDict({
+        "process": {"name": process, "schedule": "linear", "num_classes": 3},
+        "model": {"parameterization": parameterization},
+        "sampler": {"name": "psi", "num_steps": 100, **sampler},
+    })
+
+
+@pytest.mark.parametrize("process,parameterization", [("masked", "denoiser"), ("uniform", "loo")])
+def test_psi_with_kappa_one_reaches_the_noise_floor(process, parameterization):
+    n = 20_000
+    floor = oracle.expected_tv_floor(P0.reshape(-1), n)
+    config = _config(process, parameterization, kappa=1.0)
+    proc = dd.processes.from_config(config.process)
+    result = dd.generate(jax.random.key(0), oracle.exact_model_fn(P0, proc, parameterization),
+                         config, n, 2)
+    tv = oracle.total_variation(oracle.empirical_law(np.asarray(result.tokens), 3), P0.reshape(-1))
+    assert tv < 1.5 * floor and result.nfe == 100
+
+
+@pytest.mark.parametrize("schedule", psi.SCHEDULES)
+def test_every_kappa_schedule_runs_and_is_in_range(schedule):
+    proc = dd.processes.masked(3)
+    settings = {**dd.sampling.SAMPLER_DEFAULTS, **psi.DEFAULTS, "num_steps": 20,
+                "kappa_schedule": schedule}
+    t, s, kappa = psi.schedule(proc, settings)
+    assert t.shape == s.shape == kappa.shape == (20,)
+    kappa_min = psi.kappa_from_sigma(proc, t, s, psi.sigma_max(proc, t, s))  # ReMDM's largest sigma
+    assert np.all(np.asarray(kappa) >= np.asarray(kappa_min) - 1e-6) and float(kappa.max()) <= 1
+    assert np.all(np.asarray(s) <= np.asarray(t)) and float(s[-1]) == 0.0
+    config = _config("masked", "denoiser", num_steps=20, kappa_schedule=schedule)
+    tokens = dd.sample(jax.random.key(1), oracle.exact_model_fn(P0, proc, "denoiser"), config, 8, 2)
+    assert tokens.min() >= 0 and tokens.max() < 3  # nothing left masked
+
+
+def test_bad_kappa_schedule_names_the_field():
+    config = _config("masked", "denoiser", kappa_schedule="cosine")
+    with pytest.raises(ValueError, match="config.sampler.kappa_schedule"):
+        dd.sample(jax.random.key(0), oracle.exact_model_fn(P0, dd.processes.masked(3)), config, 2, 2)
+
+
