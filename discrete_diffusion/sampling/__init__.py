@@ -9,7 +9,8 @@ Prompting / infilling: pass `prompt_tokens` (int32 [N, L]) and `prompt_mask` (bo
 where the token is given); every sampler keeps those positions and conditions on them.
 
 Samplers (`config.sampler.name`): 'ancestral' (sampling/ancestral.py), 'psi' (sampling/psi.py:
-Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only).
+Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only),
+'informed_pc' (sampling/informed_pc.py: ancestral predictor + Gibbs corrector on the LOO posterior).
 Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
 """
 
@@ -24,16 +25,18 @@ import jax.numpy as jnp
 
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion import processes
-from discrete_diffusion.sampling import ancestral, categorical, first_hitting, psi
+from discrete_diffusion.sampling import ancestral, categorical, first_hitting, informed_pc, psi
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
 __all__ = [
     "NAMES", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral", "categorical",
-    "first_hitting", "generate", "psi", "sample", "sampler_settings", "transform_logits",
+    "first_hitting", "generate", "informed_pc", "psi", "sample", "sampler_settings", "transform_logits",
 ]
 
-SAMPLERS = {"ancestral": ancestral, "psi": psi, "first_hitting": first_hitting}
+SAMPLERS = {
+    "ancestral": ancestral, "psi": psi, "first_hitting": first_hitting, "informed_pc": informed_pc,
+}
 NAMES = tuple(SAMPLERS)
 
 # Fields every sampler reads; a config may omit any of them.
@@ -43,6 +46,7 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0,
     "top_k": 0,
     "top_p": 1.0,
+    "temperature_on": "output",
 }
 
 

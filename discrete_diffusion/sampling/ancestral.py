@@ -87,10 +87,10 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         else:
             logits = ctx.network(x_t, t)
             nfe = nfe + 1
-        probs = reverse_kernel(ctx.proc, ctx.parameterization, logits, x_t, t, s, bridge)
+        probs = reverse_kernel(ctx.proc, ctx.output_parameterization, logits, x_t, t, s, bridge)
         x_s = sample_from_probs(k_step, probs)
         if settings["greedy_final"]:
-            greedy = greedy_step(ctx.proc, ctx.parameterization, logits, x_t, t)
+            greedy = greedy_step(ctx.proc, ctx.output_parameterization, logits, x_t, t)
             x_s = jnp.where(i == num_steps - 1, greedy, x_s)
         x_s = ctx.apply_prompt(x_s)
         valid = jnp.all(x_s == x_t)

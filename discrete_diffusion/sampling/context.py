@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import InterpolatingProcess
 from discrete_diffusion.sampling.categorical import transform_logits
 
@@ -55,12 +56,35 @@ class Context:
             return t
         return jnp.where(self.prompt_mask, 0.0, t[:, None])
 
-    def network(self, x_t: Array, t: Array) -> Array:
-        """Network logits with temperature / top-k / nucleus applied to its output distribution.
+    @property
+    def output_parameterization(self) -> str:
+        """What `network`'s logits mean: the network's own parameterization, or the
+        representation that temperature is applied to (`config.sampler.temperature_on`)."""
+        on = self.settings.get("temperature_on", "output")
+        return self.parameterization if on == "output" else on
 
-        t: from `times` ([N] or [N, L]).
+    def network(self, x_t: Array, t: Array) -> Array:
+        """Network logits with temperature / top-k / nucleus applied, in `output_parameterization`.
+
+        `config.sampler.temperature_on` chooses the distribution that is tempered/truncated:
+          'output'   the network's raw output (whatever its parameterization);
+          'loo'      the LOO posterior rho^(1/T): for uniform diffusion the tempered LOO goes
+                     into the exact bridge, which leaves the self-evidence term log l(x_t) of
+                     the denoiser untouched (rev_udm's "LOO temperature");
+          'denoiser' the denoiser mu^(1/T): for uniform diffusion this also sharpens the
+                     self-evidence term, biasing towards keeping the current token.
+        For the masked process both agree at masked positions. t: from `times` ([N] or [N, L]).
         """
         logits = self.model_fn(x_t, t)
+        on = self.settings.get("temperature_on", "output")
+        if on == "loo":
+            logits = params_lib.to_loo(self.proc, self.parameterization, logits, x_t, t)
+        elif on == "denoiser":
+            logits = params_lib.to_denoiser(self.proc, self.parameterization, logits, x_t, t)
+        elif on != "output":
+            raise ValueError(
+                f"config.sampler.temperature_on={on!r} is not one of ['output', 'loo', 'denoiser']"
+            )
         s = self.settings
         return transform_logits(logits, s["temperature"], s["top_k"], s["top_p"])
 

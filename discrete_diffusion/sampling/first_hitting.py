@@ -74,7 +74,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         any_left = n > 0
         logits = ctx.network(x, tau_first)
         nfe = nfe + jnp.any(any_left).astype(jnp.int32)
-        mu = params_lib.to_denoiser(proc, ctx.parameterization, logits, x, tau_first)
+        mu = params_lib.to_denoiser(proc, ctx.output_parameterization, logits, x, tau_first)
         mu_at = jnp.take_along_axis(mu, pos[..., None], axis=1)  # [N, k, K]
         values = categorical(k_val, mu_at)
         current = jnp.take_along_axis(x, pos, axis=1)

@@ -150,7 +150,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         key, k_step = jax.random.split(key)
         t, s = ctx.times(t_i), ctx.times(s_i)
         logits = ctx.network(x_t, t)
-        probs = psi_kernel(ctx.proc, ctx.parameterization, logits, x_t, t, s, kappa,
+        probs = psi_kernel(ctx.proc, ctx.output_parameterization, logits, x_t, t, s, kappa,
                            ctx.settings["bridge"])
         x_s = ctx.apply_prompt(sample_from_probs(k_step, probs))
         return (x_s, key), None
