@@ -137,6 +137,26 @@ def score_entropy(
     return rate_in * jnp.sum(not_self * terms, axis=-1)
 
 
+def audm_nelbo(
+    proc: InterpolatingProcess, denoiser_logits: Array, x0: Array, x_t: Array, noise: Array,
+    t: Array,
+) -> Array:
+    """NELBO of the absorbing-state reformulation (AUDM) per token, r_t = -alpha'_t/(1 - alpha_t):
+
+        r_t 1[x_t = u] [ (1 - p_theta(x_t | x_t, u)) - 1[x_0 != u] (1 + log p_theta(x_0 | x_t, u)) ],
+
+    the CTMC NELBO of the u-conditioned absorbing chain: an absorbed token leaves u at rate r_t
+    towards x_0; the model's rate towards v != u is r_t p_theta(v). Positions with x_t != u are
+    clean (carry-over) and contribute 0.
+    """
+    tt = per_token(t, x0)
+    rate = -proc.dalpha(tt) / jnp.maximum(1.0 - proc.alpha(tt), TINY)
+    log_p = jax.nn.log_softmax(denoiser_logits, axis=-1)
+    p_stay = jnp.exp(_gather(log_p, x_t))
+    jump = jnp.where(x0 != noise, 1.0 + _gather(log_p, x0), 0.0)
+    return jnp.where(x_t == noise, rate * ((1.0 - p_stay) - jump), 0.0)
+
+
 def denoising_ce(
     proc: InterpolatingProcess, denoiser_logits: Array, x0: Array, x_t: Array, t: Array
 ) -> Array:
@@ -162,9 +182,16 @@ def loo_ce(
 
 def nelbo_per_token(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x0: Array, x_t: Array,
-    t: Array,
+    t: Array, noise: Array | None = None,
 ) -> Array:
-    """The process's continuous-time NELBO for any network parameterization (via conversions)."""
+    """The process's continuous-time NELBO for any network parameterization (via conversions).
+
+    `noise`: the per-token noise ids u of the 'uniform_absorbing' process (required there; its
+    network must be a denoiser p(x_0 | x_t, u)).
+    """
+    if proc.name == "uniform_absorbing":
+        _check_absorbing(parameterization, noise)
+        return audm_nelbo(proc, logits, x0, x_t, noise, t)
     if proc.mask_id is not None:
         denoiser = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
         return masked_nelbo(proc, denoiser, x0, x_t, t)
@@ -172,9 +199,19 @@ def nelbo_per_token(
     return uniform_nelbo_rb(proc, loo, x0, x_t, t)
 
 
+def _check_absorbing(parameterization: str, noise: Array | None) -> None:
+    if parameterization != "denoiser":
+        raise ValueError(
+            f"config.model.parameterization={parameterization!r}: the 'uniform_absorbing' process "
+            "needs 'denoiser' (the network predicts p(x_0 | x_t, u))"
+        )
+    if noise is None:
+        raise ValueError("the 'uniform_absorbing' process needs the noise ids u (noise=...)")
+
+
 def loss_per_token(
     proc: InterpolatingProcess, parameterization: str, name: str, logits: Array, x0: Array,
-    x_t: Array, t: Array,
+    x_t: Array, t: Array, noise: Array | None = None,
 ) -> Array:
     """Objective `name` (config.training.loss) for a network of `parameterization`.
 
@@ -183,7 +220,15 @@ def loss_per_token(
     implied (or, for a score network, the raw) score.
     """
     if name == "elbo":
-        return nelbo_per_token(proc, parameterization, logits, x0, x_t, t)
+        return nelbo_per_token(proc, parameterization, logits, x0, x_t, t, noise)
+    if proc.name == "uniform_absorbing":
+        _check_absorbing(parameterization, noise)
+        if name != "denoising_ce":
+            raise ValueError(
+                f"config.training.loss={name!r} is not one of ['elbo', 'denoising_ce'] for "
+                "config.process.name='uniform_absorbing'"
+            )
+        return jnp.where(x_t == noise, -_gather(jax.nn.log_softmax(logits, -1), x0), 0.0)
     if name == "denoising_ce":
         denoiser = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
         return denoising_ce(proc, denoiser, x0, x_t, t)

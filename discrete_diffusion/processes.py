@@ -196,6 +196,42 @@ class UniformProcess(InterpolatingProcess):
         return jax.random.randint(key, shape, 0, self.num_classes, dtype=jnp.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class UniformAbsorbingProcess(UniformProcess):
+    """The absorbing-state reformulation of uniform diffusion (rev_udm's AUDM; uniform_duo_mdlm.md 2.7).
+
+    Each token draws a private noise id u ~ Uniform(K) once and is absorbed by time t with
+    probability 1 - alpha_t: x_t = x_0 if not absorbed, else u. Then
+
+        P(x_t = v | x_0) = alpha_t 1[v = x_0] + (1 - alpha_t) / K,
+
+    the uniform process's marginal (jointly over positions too), but given u it is an absorbing
+    process whose mask state at position i is u^i: positions with x_t != u are certainly clean
+    (carry-over), positions with x_t = u are "masked" (absorbed, or clean with x_0 = u). The
+    network sees u: `model_fn(x_t, t, noise=u)` and returns the denoiser p(x_0 | x_t, u).
+    """
+
+    name = "uniform_absorbing"
+
+    def sample_with_noise(self, key: Array, x0: Array, t: Array) -> tuple[Array, Array]:
+        """(x_t, u): u ~ Uniform(K), x_t = x_0 w.p. alpha_t else u."""
+        k_keep, k_noise = jax.random.split(key)
+        u = self.sample_prior(k_noise, x0.shape)
+        keep = jax.random.uniform(k_keep, x0.shape) < self.alpha(per_token(t, x0))
+        return jnp.where(keep, x0, u).astype(jnp.int32), u
+
+    def resample_noise(self, key: Array, x0: Array, x_s: Array, s: Array) -> Array:
+        """u_s ~ p(u | x_0, x_s) at time s:
+        x_s != x_0: u = x_s;  x_s = x_0: u = x_s w.p. 1/(1 + (K - 1) alpha_s), else uniform over
+        the other K - 1 ids."""
+        k = self.num_classes
+        k_keep, k_other = jax.random.split(key)
+        alpha_s = self.alpha(per_token(s, x_s))
+        keep = jax.random.uniform(k_keep, x_s.shape) < 1.0 / (1.0 + (k - 1) * alpha_s)
+        other = (x_s + jax.random.randint(k_other, x_s.shape, 1, k)) % k  # uniform over ids != x_s
+        return jnp.where((x_s != x0) | keep, x_s, other).astype(jnp.int32)
+
+
 def masked(num_classes: int, schedule: Any = None) -> MaskedProcess:
     """Masked diffusion over K clean classes; the mask id is K."""
     return MaskedProcess(num_classes, schedule or schedules.Linear())
@@ -206,7 +242,12 @@ def uniform(num_classes: int, schedule: Any = None) -> UniformProcess:
     return UniformProcess(num_classes, schedule or schedules.Linear())
 
 
-NAMES = ("masked", "uniform")
+def uniform_absorbing(num_classes: int, schedule: Any = None) -> UniformAbsorbingProcess:
+    """Absorbing-state reformulation of uniform diffusion over K classes."""
+    return UniformAbsorbingProcess(num_classes, schedule or schedules.Linear())
+
+
+NAMES = ("masked", "uniform", "uniform_absorbing")
 
 
 def from_config(process_config: Any) -> InterpolatingProcess:
@@ -224,4 +265,6 @@ def from_config(process_config: Any) -> InterpolatingProcess:
         return masked(k, sched)
     if name == "uniform":
         return uniform(k, sched)
+    if name == "uniform_absorbing":
+        return uniform_absorbing(k, sched)
     raise ValueError(f"config.process.name={name!r} is not one of {list(NAMES)}")

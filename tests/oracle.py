@@ -172,3 +172,28 @@ def exact_model_fn(p0: np.ndarray, proc, parameterization: str = "denoiser"):
         return jnp.log(jnp.einsum("nal,alk->nlk", w, onehot_x0s) + 1e-30)
 
     return model_fn
+
+
+def exact_audm_model_fn(p0: np.ndarray, proc):
+    """The exact denoiser p(x_0^i = v | x_t, u) of the absorbing reformulation, as a JAX
+    `model_fn(x_t, t, noise=u) -> logits [N, L, K]`. Per-position likelihood of a clean value v:
+    x_t != u: alpha 1[v = x_t] (not absorbed);  x_t = u: (1 - alpha) + alpha 1[v = u]."""
+    import jax
+    import jax.numpy as jnp
+
+    K, L = p0.shape[0], p0.ndim
+    x0s = jnp.array(list(itertools.product(range(K), repeat=L)), dtype=jnp.int32)  # [A, L]
+    log_p0 = jnp.log(jnp.maximum(jnp.asarray(p0.reshape(-1), jnp.float32), 1e-30))
+    onehot_x0s = jax.nn.one_hot(x0s, K)
+
+    def model_fn(x_t, t, noise):
+        alpha = proc.alpha(t)[:, None, None]  # [N, 1, 1]
+        same = x0s[None] == x_t[:, None]  # [N, A, L]: candidate x0 equals x_t
+        is_u = x0s[None] == noise[:, None]
+        masked = (x_t == noise)[:, None]
+        lik = jnp.where(masked, (1 - alpha) + alpha * is_u, alpha * same)
+        logw = log_p0[None] + jnp.log(jnp.maximum(lik, 1e-30)).sum(-1)
+        w = jax.nn.softmax(logw, axis=-1)
+        return jnp.log(jnp.einsum("na,alk->nlk", w, onehot_x0s) + 1e-30)
+
+    return model_fn

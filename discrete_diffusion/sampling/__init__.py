@@ -10,13 +10,15 @@ where the token is given); every sampler keeps those positions and conditions on
 
 Samplers (`config.sampler.name`): 'ancestral' (sampling/ancestral.py), 'psi' (sampling/psi.py:
 Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only),
-'informed_pc' (sampling/informed_pc.py: ancestral predictor + Gibbs corrector on the LOO posterior).
+'informed_pc' (sampling/informed_pc.py: ancestral predictor + Gibbs corrector on the LOO posterior),
+'audm' / 'reaudm' (sampling/absorbing_uniform.py, for the 'uniform_absorbing' process).
 Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,14 @@ import jax.numpy as jnp
 
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion import processes
-from discrete_diffusion.sampling import ancestral, categorical, first_hitting, informed_pc, psi
+from discrete_diffusion.sampling import (
+    absorbing_uniform,
+    ancestral,
+    categorical,
+    first_hitting,
+    informed_pc,
+    psi,
+)
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
@@ -36,6 +45,8 @@ __all__ = [
 
 SAMPLERS = {
     "ancestral": ancestral, "psi": psi, "first_hitting": first_hitting, "informed_pc": informed_pc,
+    "audm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_audm),
+    "reaudm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_reaudm),
 }
 NAMES = tuple(SAMPLERS)
 

@@ -63,7 +63,7 @@ class Context:
         on = self.settings.get("temperature_on", "output")
         return self.parameterization if on == "output" else on
 
-    def network(self, x_t: Array, t: Array) -> Array:
+    def network(self, x_t: Array, t: Array, **inputs: Array) -> Array:
         """Network logits with temperature / top-k / nucleus applied, in `output_parameterization`.
 
         `config.sampler.temperature_on` chooses the distribution that is tempered/truncated:
@@ -74,8 +74,9 @@ class Context:
           'denoiser' the denoiser mu^(1/T): for uniform diffusion this also sharpens the
                      self-evidence term, biasing towards keeping the current token.
         For the masked process both agree at masked positions. t: from `times` ([N] or [N, L]).
+        `inputs`: extra network inputs (e.g. noise=u for 'uniform_absorbing').
         """
-        logits = self.model_fn(x_t, t)
+        logits = self.model_fn(x_t, t, **inputs)
         on = self.settings.get("temperature_on", "output")
         if on == "loo":
             logits = params_lib.to_loo(self.proc, self.parameterization, logits, x_t, t)
