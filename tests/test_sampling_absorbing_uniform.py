@@ -29,7 +29,8 @@ def test_marginal_equals_uniform_diffusion_and_noise_resampling_is_exact():
     a = float(proc.alpha(0.6))
     clean = np.asarray((x_t == x0)[:, 0])
     u_true = np.asarray(u[clean, 0])
-    u_new = np.asarray(proc.resample_noise(jax.random.key(1), x0[clean], x_t[clean], jnp.full((clean.sum(),), 0.6)))
+    s_time = jnp.full((clean.sum(),), 0.6)
+    u_new = np.asarray(proc.resample_noise(jax.random.key(1), x0[clean], x_t[clean], s_time))
     expect = np.full(4, (1 - 1 / (1 + 3 * a)) / 3)
     expect[1] = 1 / (1 + 3 * a)
     for draws in (u_true, u_new[:, 0]):
