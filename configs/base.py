@@ -1,0 +1,73 @@
+"""Shared defaults for every experiment config (`configs/<experiment>.py` import and override).
+
+Usage: `python -m discrete_diffusion.main --config=configs/shakespeare_absorbing.py --workdir=/tmp/run`
+with overrides such as `--config.training.num_steps=10`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from discrete_diffusion.data import default_data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.process = ml_collections.ConfigDict()
+    config.process.name = "masked"  # 'masked' | 'uniform'
+    config.process.schedule = "loglinear"  # 'linear' | 'loglinear' | 'cosine' | 'poly'
+    config.process.schedule_eps = 1e-3
+    config.process.schedule_power = 2.0
+    config.process.num_classes = ml_collections.config_dict.placeholder(int)  # from the data
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "dit"
+    config.model.size = "tiny"  # 'tiny' | 'small' | 'medium' | 'custom'
+    config.model.num_layers = ml_collections.config_dict.placeholder(int)
+    config.model.d_model = ml_collections.config_dict.placeholder(int)
+    config.model.num_heads = ml_collections.config_dict.placeholder(int)
+    config.model.cond_dim = ml_collections.config_dict.placeholder(int)
+    config.model.parameterization = "denoiser"  # 'denoiser' | 'loo' | 'score'
+    config.model.time_conditioning = True
+    config.model.dropout = 0.1
+    config.model.dtype = "float32"  # 'float32' | 'bfloat16'
+    config.model.remat = False
+    config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
+    config.model.num_labels = 0  # > 0: class-conditional (label inputs)
+
+    config.training = ml_collections.ConfigDict()
+    config.training.loss = "elbo"  # 'elbo' | 'denoising_ce' | 'loo_ce' | 'score_entropy'
+    config.training.batch_size = 64  # global batch
+    config.training.num_steps = 1000
+    config.training.learning_rate = 3e-4
+    config.training.lr_schedule = "constant"  # 'constant' | 'cosine' (both after linear warmup)
+    config.training.warmup_steps = 100
+    config.training.weight_decay = 0.0
+    config.training.adam_b1 = 0.9
+    config.training.adam_b2 = 0.999
+    config.training.clip_norm = 1.0
+    config.training.ema_decay = 0.9999  # 0 disables EMA (ema_params = params)
+    config.training.grad_accum_steps = 1
+    config.training.t_min = 1e-3
+    config.training.seed = 0
+    config.training.log_every = 50
+    config.training.eval_every = 500
+    config.training.eval_batches = 8
+    config.training.sample_every = 1000
+    config.training.num_samples = 4
+    config.training.checkpoint_every = 1000
+    config.training.max_checkpoints = 2
+
+    config.data = default_data_config()
+
+    config.sampler = ml_collections.ConfigDict()
+    config.sampler.name = "ancestral"
+    config.sampler.num_steps = 128
+    config.sampler.temperature = 1.0
+    config.sampler.top_k = 0
+    config.sampler.top_p = 1.0
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # -1: all devices
+    return config

@@ -1,0 +1,34 @@
+"""Tiny character-level masked diffusion (MDLM) on Shakespeare.
+
+Measured ~3.5 steps/s (batch 32 x 128 chars, 0.53M params) on an idle 2-core CPU:
+1000 steps ~ 5 min (about half that speed when the CPU is shared).
+"""
+
+from configs import base
+
+
+def get_config():
+    config = base.get_config()
+    config.data.name = "shakespeare"
+    config.data.seq_len = 128
+    config.process.name = "masked"
+    config.process.schedule = "loglinear"
+    config.model.size = "custom"
+    config.model.num_layers = 2
+    config.model.d_model = 128
+    config.model.num_heads = 4
+    config.model.cond_dim = 64
+    config.model.time_conditioning = False  # MDLM
+    config.model.dropout = 0.0
+    config.training.batch_size = 32
+    config.training.num_steps = 1000
+    config.training.learning_rate = 1e-3
+    config.training.warmup_steps = 100
+    config.training.ema_decay = 0.99  # short run: a 0.999 EMA still lags the weights at step 1000
+    config.training.log_every = 100
+    config.training.eval_every = 500
+    config.training.eval_batches = 4
+    config.training.sample_every = 1000
+    config.training.checkpoint_every = 500
+    config.sampler.num_steps = 64
+    return config

@@ -1,0 +1,10 @@
+"""Tiny character-level uniform diffusion (UDLM/Duo-style) on Shakespeare; CPU in minutes."""
+
+from configs import shakespeare_absorbing
+
+
+def get_config():
+    config = shakespeare_absorbing.get_config()
+    config.process.name = "uniform"
+    config.model.time_conditioning = True
+    return config

@@ -1,0 +1,114 @@
+"""Start-up validation of a whole experiment config: every error names the field and allowed values.
+
+The core modules validate their own sections when they are built (processes.from_config,
+models.get_model, sampling.sampler_settings, data.get_data); this module checks everything that
+can be checked before any data is loaded, reusing those registries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from discrete_diffusion import losses, parameterizations, processes, sampling, schedules
+from discrete_diffusion.data import DATASETS
+from discrete_diffusion.models import DTYPES, MODELS, SIZES
+
+LR_SCHEDULES = ("constant", "cosine")
+MODES = ("train", "eval", "sample")
+
+
+def _choice(config: Any, path: str, allowed: tuple | list) -> None:
+    value = _get(config, path)
+    if value not in allowed:
+        raise ValueError(f"config.{path}={value!r} is not one of {list(allowed)}")
+
+
+def _get(config: Any, path: str) -> Any:
+    node = config
+    for part in path.split("."):
+        if node is None or part not in node:
+            raise ValueError(f"config.{path} is missing")
+        node = node[part]
+    return node
+
+
+def _number(config: Any, path: str, *, minimum: float | None = None, maximum: float | None = None,
+            integer: bool = False, min_exclusive: bool = False, max_exclusive: bool = False) -> None:
+    value = _get(config, path)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"config.{path}={value!r} must be {kind}")
+    lo_ok = minimum is None or (value > minimum if min_exclusive else value >= minimum)
+    hi_ok = maximum is None or (value < maximum if max_exclusive else value <= maximum)
+    if not (lo_ok and hi_ok):
+        lo = "-inf" if minimum is None else minimum
+        hi = "inf" if maximum is None else maximum
+        lb, rb = ("(" if min_exclusive else "["), (")" if max_exclusive else "]")
+        raise ValueError(f"config.{path}={value!r} must lie in {lb}{lo}, {hi}{rb}")
+
+
+def validate(config: Any) -> None:
+    """Raises ValueError naming the first bad field of `config` (and its allowed values)."""
+    for section in ("process", "model", "training", "data", "sampler"):
+        if section not in config:
+            raise ValueError(f"config.{section} is missing (see configs/base.py)")
+    _choice(config, "process.name", processes.NAMES)
+    _choice(config, "process.schedule", schedules.NAMES)
+    _number(config, "process.schedule_eps", minimum=0.0, maximum=1.0, min_exclusive=True,
+            max_exclusive=True)
+    k = config.process.get("num_classes", None)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+        raise ValueError(f"config.process.num_classes={k!r} must be None (from the data) or an int >= 2")
+
+    _choice(config, "model.name", list(MODELS))
+    _choice(config, "model.size", [*SIZES, "custom"])
+    _choice(config, "model.parameterization", parameterizations.NAMES)
+    _choice(config, "model.dtype", list(DTYPES))
+    _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
+    if config.model.get("time_conditioning", True) not in (True, False):
+        raise ValueError(
+            f"config.model.time_conditioning={config.model.time_conditioning!r} must be True or False"
+        )
+
+    if config.process.name == "uniform_absorbing":
+        if config.model.parameterization != "denoiser":
+            raise ValueError(
+                f"config.model.parameterization={config.model.parameterization!r} is not one of "
+                "['denoiser'] for config.process.name='uniform_absorbing'"
+            )
+        if not config.model.get("noise_input", False):
+            raise ValueError(
+                "config.model.noise_input must be True for config.process.name='uniform_absorbing'"
+            )
+
+    _choice(config, "training.loss", losses.NAMES)
+    _choice(config, "training.lr_schedule", LR_SCHEDULES)
+    for field in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "max_checkpoints"):
+        _number(config, f"training.{field}", minimum=1, integer=True)
+    for field in ("warmup_steps", "eval_every", "eval_batches", "sample_every", "checkpoint_every",
+                  "num_samples", "seed"):
+        _number(config, f"training.{field}", minimum=0, integer=True)
+    _number(config, "training.learning_rate", minimum=0.0, min_exclusive=True)
+    _number(config, "training.weight_decay", minimum=0.0)
+    _number(config, "training.clip_norm", minimum=0.0)
+    _number(config, "training.ema_decay", minimum=0.0, maximum=1.0, max_exclusive=True)
+    _number(config, "training.t_min", minimum=0.0, maximum=1.0, max_exclusive=True)
+    tc = config.training
+    if tc.batch_size % tc.grad_accum_steps:
+        raise ValueError(
+            f"config.training.batch_size={tc.batch_size} must be divisible by "
+            f"config.training.grad_accum_steps={tc.grad_accum_steps}"
+        )
+
+    _choice(config, "data.name", DATASETS)
+    sampling.sampler_settings(config)  # name, num_steps, bridge
+    _number(config, "sampler.temperature", minimum=0.0, min_exclusive=True)
+    _number(config, "sampler.top_k", minimum=0, integer=True)
+    _number(config, "sampler.top_p", minimum=0.0, maximum=1.0, min_exclusive=True)
+
+    mesh = config.get("mesh", None)
+    if mesh is not None:
+        n = mesh.get("data", -1)
+        if isinstance(n, bool) or not isinstance(n, int) or (n < 1 and n != -1):
+            raise ValueError(f"config.mesh.data={n!r} must be -1 (all devices) or an int >= 1")

@@ -1,0 +1,115 @@
+"""Command line: a 3-step training run writes metrics, samples and a checkpoint; bad configs fail
+with errors naming the field."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import base, shakespeare_absorbing, synthetic_absorbing
+from discrete_diffusion import config_validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
+
+
+def _main(args, tmp_path, timeout=120):
+    cmd = [sys.executable, "-m", "discrete_diffusion.main", f"--workdir={tmp_path}", *args]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+SMALL = [
+    "--config=configs/synthetic_absorbing.py",
+    "--config.training.num_steps=3",
+    "--config.training.log_every=1",
+    "--config.training.eval_every=3",
+    "--config.training.eval_batches=1",
+    "--config.training.sample_every=3",
+    "--config.training.num_samples=2",
+    "--config.training.checkpoint_every=3",
+    "--config.training.batch_size=8",
+    "--config.data.seq_len=16",
+    "--config.data.num_train_sequences=512",
+    "--config.data.num_eval_sequences=64",
+    "--config.model.num_layers=1",
+    "--config.model.d_model=32",
+    "--config.model.num_heads=2",
+    "--config.sampler.num_steps=4",
+]
+
+
+def test_train_eval_sample_from_command_line(tmp_path):
+    res = _main(SMALL, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "train"] == [1, 2, 3]
+    assert any(x["kind"] == "eval" and "eval_bpt" in x for x in lines)
+    assert (tmp_path / "samples" / "step_3.txt").exists()
+    assert (tmp_path / "checkpoints" / "3").is_dir()
+    res = _main([*SMALL, "--mode=sample"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("--config.process.name=gaussian", "config.process.name"),
+        ("--config.training.learning_rate=-1.0", "config.training.learning_rate"),
+    ],
+)
+def test_bad_values_from_command_line(tmp_path, override, field):
+    res = _main(["--config=configs/synthetic_absorbing.py", override], tmp_path, timeout=60)
+    assert res.returncode != 0
+    assert "ValueError" in res.stderr and field in res.stderr
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_is_valid(name):
+    module = __import__(f"configs.{name}", fromlist=["get_config"])
+    config_validation.validate(module.get_config())
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("process.name", "gaussian", "config.process.name='gaussian' is not one of ['masked'"),
+        ("process.schedule", "exp", "config.process.schedule='exp' is not one of"),
+        ("model.parameterization", "eps", "config.model.parameterization='eps' is not one of"),
+        ("sampler.name", "ddim", "config.sampler.name='ddim' is not one of"),
+        ("training.loss", "mse", "config.training.loss='mse' is not one of ['elbo'"),
+        ("model.name", "rnn", "config.model.name='rnn' is not one of ['dit', 'ar']"),
+        ("model.dropout", 1.5, "config.model.dropout=1.5 must lie in [0.0, 1.0)"),
+        ("training.batch_size", 0, "config.training.batch_size=0 must lie in [1, inf]"),
+        ("training.ema_decay", 1.0, "config.training.ema_decay"),
+        ("training.lr_schedule", "step", "['constant', 'cosine']"),
+        ("sampler.num_steps", 0, "config.sampler.num_steps"),
+        ("data.name", "imagenet", "config.data.name='imagenet'"),
+    ],
+)
+def test_validation_messages(path, value, message):
+    config = synthetic_absorbing.get_config()
+    section, field = path.split(".")
+    with config.unlocked():
+        config[section][field] = value
+    with pytest.raises(ValueError) as err:
+        config_validation.validate(config)
+    assert message in str(err.value)
+
+
+def test_grad_accum_must_divide_batch():
+    config = base.get_config()
+    config.training.grad_accum_steps = 3
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        config_validation.validate(config)
+
+
+def test_shakespeare_config_fits_cpu_budget():
+    config = shakespeare_absorbing.get_config()
+    assert config.model.time_conditioning is False
+    assert config.training.num_steps * config.training.batch_size * config.data.seq_len <= 10_000_000
