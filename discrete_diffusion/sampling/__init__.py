@@ -12,6 +12,9 @@ Samplers (`config.sampler.name`): 'ancestral' (sampling/ancestral.py), 'psi' (sa
 Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only),
 'informed_pc' (sampling/informed_pc.py: ancestral predictor + Gibbs corrector on the LOO posterior),
 'audm' / 'reaudm' (sampling/absorbing_uniform.py, for the 'uniform_absorbing' process).
+'score_euler' / 'score_tweedie' (sampling/score.py: SEDD's Euler and Tweedie tau-leaping samplers
+on the concrete score). Class-conditional sampling (classifier-free and classifier guidance):
+sampling/guidance.py, `guidance.guided_generate`.
 Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
 """
 
@@ -32,21 +35,25 @@ from discrete_diffusion.sampling import (
     ancestral,
     categorical,
     first_hitting,
+    guidance,
     informed_pc,
     psi,
+    score,
 )
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
 __all__ = [
     "NAMES", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral", "categorical",
-    "first_hitting", "generate", "informed_pc", "psi", "sample", "sampler_settings", "transform_logits",
+    "first_hitting", "generate", "guidance", "informed_pc", "psi", "sample", "sampler_settings", "score",
+    "transform_logits",
 ]
 
 SAMPLERS = {
     "ancestral": ancestral, "psi": psi, "first_hitting": first_hitting, "informed_pc": informed_pc,
     "audm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_audm),
     "reaudm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_reaudm),
+    "score_euler": score.EULER, "score_tweedie": score.TWEEDIE,
 }
 NAMES = tuple(SAMPLERS)
 
