@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.num_samples = 4
     config.training.checkpoint_every = 1000
     config.training.max_checkpoints = 2
+    config.training.max_train_minutes = 0.0  # > 0: stop (eval, samples, checkpoint) after this long
 
     config.data = default_data_config()
 

@@ -86,6 +86,7 @@ def validate(config: Any) -> None:
     _choice(config, "training.lr_schedule", LR_SCHEDULES)
     for field in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "max_checkpoints"):
         _number(config, f"training.{field}", minimum=1, integer=True)
+    _number(config, "training.max_train_minutes", minimum=0.0)
     for field in ("warmup_steps", "eval_every", "eval_batches", "sample_every", "checkpoint_every",
                   "num_samples", "seed"):
         _number(config, f"training.{field}", minimum=0, integer=True)
