@@ -112,4 +112,6 @@ def test_grad_accum_must_divide_batch():
 def test_shakespeare_config_fits_cpu_budget():
     config = shakespeare_absorbing.get_config()
     assert config.model.time_conditioning is False
-    assert config.training.num_steps * config.training.batch_size * config.data.seq_len <= 10_000_000
+    # The README's main command must finish within 10 minutes on a 2-core CPU: training stops at
+    # the time budget (then evaluates and samples), whatever the machine's speed.
+    assert 0 < config.training.max_train_minutes <= 9

@@ -139,3 +139,14 @@ def test_eight_devices_match_one():
     eight = _run_devices(8)
     assert eight["n"] == 8 and eight["mesh"] == 8
     np.testing.assert_allclose(one, eight["losses"], rtol=1e-5)
+
+
+def test_time_budget_stops_training_with_eval_and_checkpoint(tmp_path):
+    config = tiny_config(num_steps=100_000)
+    config.training.max_train_minutes = 0.05  # 3 s, compilation included
+    config.training.eval_every = 100_000
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert 0 < int(state.step) < 100_000
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" and r["step"] == int(state.step) for r in rows)
+    assert os.path.isdir(tmp_path / "checkpoints" / str(int(state.step)))
