@@ -29,6 +29,7 @@ CASES = [
     ("masked", "psi", {"kappa_schedule": "remdm_cap", "eta": 0.05}),
     ("masked", "psi", {"kappa_schedule": "remdm_rescale", "eta": 0.5}),
     ("masked", "psi", {"kappa_schedule": "remdm_loop", "eta": 0.05}),
+    ("masked", "psi", {"kappa_schedule": "remdm_conf"}),
     ("uniform", "psi", {"kappa": 0.9}),
     ("uniform", "psi", {"kappa": 0.5}),
     ("uniform", "informed_pc", {"corrector_steps": 1, "sites_per_sweep": 1, "site_rule": "random"}),

@@ -90,3 +90,17 @@ def test_bad_kappa_schedule_names_the_field():
         dd.sample(jax.random.key(0), oracle.exact_model_fn(P0, dd.processes.masked(3)), config, 2, 2)
 
 
+
+
+def test_remdm_conf_remasks_low_confidence_tokens_first():
+    """sigma^i = softmax_i(-psi) sigma_max over unmasked positions; masked positions: kappa = 1."""
+    proc = dd.processes.masked(3)
+    x_t = jnp.array([[0, 1, 3, 2]])  # position 2 is masked
+    confidence = jnp.array([[0.9, 0.2, 0.0, 0.5]])
+    t, s = jnp.array([0.5]), jnp.array([0.4])
+    kappa = np.asarray(psi.conf_kappa(proc, x_t, confidence, t, s))[0]
+    sigma = (1 - kappa) * (1 - float(proc.alpha(0.4)))
+    weights = np.exp(-np.array([0.9, 0.2, 0.5]))
+    expect = weights / weights.sum() * float(psi.sigma_max(proc, t, s)[0])
+    np.testing.assert_allclose(sigma[[0, 1, 3]], expect, atol=1e-6)
+    assert kappa[2] == 1.0 and sigma[1] > sigma[3] > sigma[0]

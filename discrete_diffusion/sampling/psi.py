@@ -21,7 +21,10 @@ for kappa < 0). Schedules
   * 'remdm_rescale'  sigma = eta sigma_max;
   * 'remdm_loop'     ReMDM-loop: t goes 1 -> t_on over high_frac of the steps with kappa = 1,
                      holds t = t_on for middle_frac of the steps with sigma = eta (pure
-                     correction at fixed noise, s = t), then t_on -> 0 with kappa = 1.
+                     correction at fixed noise, s = t), then t_on -> 0 with kappa = 1;
+  * 'remdm_conf'     ReMDM-conf (masked only): per position sigma^i = eta_conf^i sigma_max with
+                     eta_conf = softmax over the unmasked positions of -psi^i, psi^i the denoiser's
+                     probability of token i when it was unmasked (masked positions: sigma = 0).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import TINY, InterpolatingProcess, per_token
 from discrete_diffusion.sampling.ancestral import reverse_kernel, sample_from_probs
 from discrete_diffusion.sampling.context import Context
 
 Array = jnp.ndarray
 
-SCHEDULES = ("constant", "phases", "remdm_cap", "remdm_rescale", "remdm_loop")
+SCHEDULES = ("constant", "phases", "remdm_cap", "remdm_rescale", "remdm_loop", "remdm_conf")
 DEFAULTS = {
     "bridge": "loo_plugin",
     "kappa_schedule": "constant",
@@ -131,6 +135,8 @@ def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, 
     elif name == "phases":
         kappa = jnp.where(step < n_high, settings["kappa_high"],
                           jnp.where(step < n_high + n_mid, settings["kappa_middle"], settings["kappa_low"]))
+    elif name == "remdm_conf":  # per-position kappa, computed during sampling (`conf_kappa`)
+        kappa = jnp.ones((n,))
     elif name == "remdm_cap":
         kappa = kappa_from_sigma(proc, t, s, jnp.minimum(settings["eta"], sigma_max(proc, t, s)))
     else:  # remdm_rescale
@@ -138,22 +144,46 @@ def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, 
     return t, s, kappa
 
 
+def conf_kappa(
+    proc: InterpolatingProcess, x_t: Array, confidence: Array, t: Array, s: Array
+) -> Array:
+    """ReMDM-conf's per-position kappa `[N, L]` from the unmasking confidences psi `[N, L]`."""
+    unmasked = ~proc.is_noisy(x_t)
+    eta = jax.nn.softmax(jnp.where(unmasked, -confidence, -jnp.inf), axis=-1)
+    eta = jnp.where(unmasked, eta, 0.0)  # all-masked rows: no remasking
+    sigma = eta * sigma_max(proc, t, s)[..., None]
+    return kappa_from_sigma(proc, t[..., None], s[..., None], sigma)
+
+
 def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     """Psi-sampling from the prior; returns (x_0 int32 [N, L], NFE int32)."""
     t_grid, s_grid, kappas = schedule(ctx.proc, ctx.settings)
+    by_confidence = ctx.settings["kappa_schedule"] == "remdm_conf"
+    if by_confidence and ctx.proc.mask_id is None:
+        raise ValueError("config.sampler.kappa_schedule='remdm_conf' needs config.process.name='masked'")
+    param = ctx.output_parameterization
     key, k_prior = jax.random.split(key)
     x = ctx.initial_state(k_prior)
+    confidence = jnp.ones(x.shape, jnp.float32)  # prompt tokens count as fully confident
 
     def body(carry, inputs):
-        x_t, key = carry
+        x_t, confidence, key = carry
         t_i, s_i, kappa = inputs
         key, k_step = jax.random.split(key)
         t, s = ctx.times(t_i), ctx.times(s_i)
         logits = ctx.network(x_t, t)
-        probs = psi_kernel(ctx.proc, ctx.output_parameterization, logits, x_t, t, s, kappa,
-                           ctx.settings["bridge"])
+        if by_confidence:
+            n = x_t.shape[0]
+            kappa = conf_kappa(ctx.proc, x_t, confidence, jnp.full((n,), t_i), jnp.full((n,), s_i))
+        probs = psi_kernel(ctx.proc, param, logits, x_t, t, s, kappa, ctx.settings["bridge"])
         x_s = ctx.apply_prompt(sample_from_probs(k_step, probs))
-        return (x_s, key), None
+        if by_confidence:  # psi of a newly unmasked token: the denoiser's probability of it
+            mu = jnp.exp(params_lib.to_denoiser(ctx.proc, param, logits, x_t, t))
+            k = ctx.proc.num_classes
+            p_new = jnp.take_along_axis(mu, jnp.minimum(x_s, k - 1)[..., None], axis=-1)[..., 0]
+            newly = ctx.proc.is_noisy(x_t) & ~ctx.proc.is_noisy(x_s)
+            confidence = jnp.where(newly, p_new, confidence)
+        return (x_s, confidence, key), None
 
-    (x, _), _ = jax.lax.scan(body, (x, key), (t_grid, s_grid, kappas))
+    (x, _, _), _ = jax.lax.scan(body, (x, confidence, key), (t_grid, s_grid, kappas))
     return x, jnp.array(len(t_grid), jnp.int32)
