@@ -62,15 +62,9 @@ def greedy_step(
     return jnp.where(proc.is_noisy(x_t), jnp.argmax(mu, -1), x_t).astype(jnp.int32)
 
 
-def validate(settings: dict) -> None:
-    if settings["bridge"] not in BRIDGES:
-        raise ValueError(f"config.sampler.bridge={settings['bridge']!r} is not one of {list(BRIDGES)}")
-
-
 def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     """`num_steps` ancestral steps from the prior; returns (x_0 int32 [N, L], NFE int32)."""
-    settings = ctx.settings
-    validate(settings)
+    settings = ctx.settings  # validated by sampling.sampler_settings
     num_steps, bridge = settings["num_steps"], settings["bridge"]
     reuse = bool(settings["reuse_output"]) and ctx.proc.mask_id is not None and not ctx.time_conditioning
     key, k_prior = jax.random.split(key)

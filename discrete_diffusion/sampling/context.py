@@ -11,7 +11,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from discrete_diffusion import parameterizations as params_lib
@@ -110,8 +109,3 @@ class Context:
 def time_grid(num_steps: int) -> Array:
     """Uniform grid 1 = t_0 > t_1 > ... > t_N = 0, `[num_steps + 1]`."""
     return jnp.linspace(1.0, 0.0, num_steps + 1)
-
-
-def split(key: Array) -> tuple[Array, Array]:
-    k1, k2 = jax.random.split(key)
-    return k1, k2
