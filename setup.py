@@ -20,6 +20,7 @@ TRAIN = [
     "sentencepiece==0.2.3",
     "clu==0.0.12",
     "absl-py==2.5.1",
+    "tensorboard==2.21.0",  # TensorFlow-free event files (clu.metric_writers would import TF)
 ]
 TEST = [
     "pytest==9.0.3",

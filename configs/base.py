@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.log_every = 50
     config.training.eval_every = 500
     config.training.eval_batches = 8
+    config.training.eval_num_t = 8  # stratified times per held-out sequence (NELBO and its SE)
     config.training.sample_every = 1000
     config.training.num_samples = 4
     config.training.checkpoint_every = 1000
@@ -69,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampler.top_k = 0
     config.sampler.top_p = 1.0
 
+    # Device mesh (discrete_diffusion/sharding.py): data x fsdp x tensor must equal the number of
+    # devices; -1 = the rest of them (at most one field). data: batch split, parameters replicated;
+    # fsdp: batch split and parameters/optimizer state sharded; tensor: heads and MLP split.
     config.mesh = ml_collections.ConfigDict()
-    config.mesh.data = -1  # -1: all devices
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.mesh.tensor = 1
     return config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from discrete_diffusion import losses, parameterizations, processes, sampling, schedules
+from discrete_diffusion import losses, parameterizations, processes, sampling, schedules, sharding
 from discrete_diffusion.data import DATASETS
 from discrete_diffusion.models import DTYPES, MODELS, SIZES
 
@@ -84,7 +84,8 @@ def validate(config: Any) -> None:
 
     _choice(config, "training.loss", losses.NAMES)
     _choice(config, "training.lr_schedule", LR_SCHEDULES)
-    for field in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "max_checkpoints"):
+    for field in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "max_checkpoints",
+                  "eval_num_t"):
         _number(config, f"training.{field}", minimum=1, integer=True)
     _number(config, "training.max_train_minutes", minimum=0.0)
     for field in ("warmup_steps", "eval_every", "eval_batches", "sample_every", "checkpoint_every",
@@ -108,8 +109,6 @@ def validate(config: Any) -> None:
     _number(config, "sampler.top_k", minimum=0, integer=True)
     _number(config, "sampler.top_p", minimum=0.0, maximum=1.0, min_exclusive=True)
 
-    mesh = config.get("mesh", None)
-    if mesh is not None:
-        n = mesh.get("data", -1)
-        if isinstance(n, bool) or not isinstance(n, int) or (n < 1 and n != -1):
-            raise ValueError(f"config.mesh.data={n!r} must be -1 (all devices) or an int >= 1")
+    # config.mesh: data, fsdp, tensor each -1 or >= 1, at most one -1 (missing section: all data);
+    # that their product equals the device count is checked when the mesh is built.
+    sharding.mesh_fields(config.get("mesh", None))

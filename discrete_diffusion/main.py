@@ -5,6 +5,10 @@
 
 train: trains (resuming from workdir/checkpoints); eval: held-out NELBO of the latest checkpoint;
 sample: writes samples of the latest checkpoint to workdir/samples/step_N.txt.
+
+Several processes (one per host or GPU): `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I` (or DD_COORDINATOR_ADDRESS / DD_NUM_PROCESSES / DD_PROCESS_ID), or nothing under
+SLURM / on a TPU pod; see launch/ and discrete_diffusion/sharding.py.
 """
 
 from __future__ import annotations
@@ -19,13 +23,19 @@ if _ROOT not in sys.path:  # so that configs/*.py can `from configs import base`
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from discrete_diffusion import config_validation  # noqa: E402
+from discrete_diffusion import config_validation, sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and samples.")
 flags.DEFINE_enum("mode", "train", list(config_validation.MODES), "What to run.")
+# Multi-host (see discrete_diffusion/sharding.py and launch/): unset = the DD_* environment
+# variables, or jax's own detection on SLURM / TPU pods, or a single process.
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 for jax.distributed (env DD_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (env DD_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) (env DD_PROCESS_ID).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,6 +44,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # orbax logs every save at INFO
         logging.set_verbosity(logging.WARNING)
+    sharding.initialize_distributed(FLAGS)  # before anything touches the devices
     config = FLAGS.config
     config_validation.validate(config)
     from discrete_diffusion import train  # heavy imports after validation

@@ -1,21 +1,24 @@
 """Training: train state, jitted sharded train step, eval, sampling, checkpoints, metrics.
 
-One code path for 1 and many devices: the step is `jax.jit` over a `Mesh` with a 'data' axis;
-batches are sharded on 'data', the train state is replicated.
+One code path for 1 and many devices and processes: init, train and eval steps are `jax.jit` over
+the ('data', 'fsdp', 'tensor') mesh of `config.mesh` (discrete_diffusion/sharding.py); batches are
+sharded over data x fsdp, the parameters, their EMA and optimizer state by `sharding.RULES`.
+The noise of a step is drawn for the global batch inside the jitted step, so a seed gives the same
+run whatever the mesh or the number of processes.
 
     state = train.train_and_evaluate(config, workdir)   # resumes from workdir/checkpoints if present
 
 Objective: per sequence, the sum over positions of `losses.loss_per_token`; the optimised scalar
 is its batch mean divided by L (the per-token loss; a constant rescaling of the sequence loss).
 Metrics (nats/token unless named): loss, nelbo, bpt (bits/token), ppl, grad_norm, lr, tokens_per_s.
-Metrics go to the console and to workdir/metrics.jsonl (one JSON object per line).
+Metrics are clu.metrics collections (`metrics.TrainMetrics`), written by `metrics.MetricWriter`
+to the console, workdir/metrics.jsonl (one JSON object per line) and workdir/tensorboard.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import time
@@ -28,15 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from discrete_diffusion import losses, processes, sampling
+from discrete_diffusion import losses, processes, sampling, sharding
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.data import bundle as data_lib
-
-LN2 = math.log(2.0)
-
+from discrete_diffusion.evaluation import likelihood
+from discrete_diffusion.metrics import LN2, MetricWriter, TrainMetrics, perplexity, with_derived
+from discrete_diffusion.sampling.autoregressive import generate_autoregressive
 
 # ----------------------------------------------------------------------------- state / optimizer
 
@@ -89,29 +92,42 @@ class Experiment:
         self.proc = processes.from_config(config.process)
         self.parameterization = config.model.get("parameterization", "denoiser")
         self.loss_name = config.training.get("loss", "elbo")
-        self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
+        # The autoregressive baseline (config.model.name='ar') reads x0 shifted right with a BOS id
+        # K in front and is trained by the exact negative log-likelihood; the process is unused.
+        self.is_ar = config.model.name == "ar"
+        self.bos_id = num_classes
+        vocab_in = num_classes + 1 if self.is_ar else self.proc.num_states
+        self.model = models_lib.get_model(config, num_classes, vocab_in)
         self.tx = make_optimizer(config.training)
-        devices = list(devices if devices is not None else jax.devices())
-        n = int(config.get("mesh", {}).get("data", -1))
-        if n not in (-1, 0):
-            devices = devices[:n]
-        self.mesh = Mesh(np.array(devices).reshape(-1), ("data",))
+        # ('data', 'fsdp', 'tensor') mesh of config.mesh; the batch is split over data x fsdp, the
+        # parameters (and their EMA and optimizer moments) by sharding.RULES.
+        self.mesh = sharding.make_mesh(config, devices)
         self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        abstract = jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
+        self.state_shardings = sharding.state_shardings(self.mesh, abstract)
+        self.param_shardings = self.state_shardings.params
         self.lr_fn = learning_rate_schedule(config.training)
         self._train_step = jax.jit(
-            self._train_step_impl, in_shardings=(self.replicated, self.batch_sharding),
-            out_shardings=(self.replicated, self.replicated), donate_argnums=(0,),
+            self._train_step_impl, in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
         )
-        self._init = jax.jit(self._init_impl, out_shardings=self.replicated)
+        self._init = jax.jit(self._init_impl, out_shardings=self.state_shardings)
         self._eval_step = jax.jit(
-            self._eval_step_impl, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+            self._eval_step_impl,
+            in_shardings=(self.param_shardings, self.batch_sharding, self.replicated),
             out_shardings=self.replicated,
         )
 
     # -- init
     def init_state(self, seed: int) -> TrainState:
+        """The initial state, created directly in its shardings (never whole on one device)."""
         return self._init(jax.random.PRNGKey(seed))
+
+    def abstract_state(self) -> TrainState:
+        """ShapeDtypeStructs of the state with this mesh's shardings (a checkpoint restore target)."""
+        abstract = jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
+        return sharding.abstract_with_shardings(abstract, self.state_shardings)
 
     def _init_impl(self, key: jax.Array) -> TrainState:
         k_init, k_state = jax.random.split(key)
@@ -138,7 +154,11 @@ class Experiment:
         return kwargs
 
     def _noisy(self, batch: dict, t: jax.Array, key: jax.Array) -> dict:
-        """The batch with x_t ~ q_t(. | x0) added (sampled for the whole global batch at once)."""
+        """The batch with x_t ~ q_t(. | x0) added (sampled for the whole global batch at once).
+
+        For the autoregressive baseline x_t is the teacher-forcing input (BOS, x0^1..x0^{L-1})."""
+        if self.is_ar:
+            return {**batch, "x_t": models_lib.ar_inputs(batch["tokens"], self.bos_id), "t": t}
         if self.proc.name == "uniform_absorbing":  # the network also sees the noise ids u
             x_t, noise = self.proc.sample_with_noise(key, batch["tokens"], t[:, None])
             return {**batch, "x_t": x_t, "t": t, "noise": noise}
@@ -153,6 +173,10 @@ class Experiment:
             {"params": params}, x_t, t, train=train, rngs={"dropout": k_drop},
             **self._model_kwargs(batch),
         )
+        w = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones(x0.shape, jnp.float32)
+        if self.is_ar:  # exact NLL: -log p(x0^i | x0^{<i})
+            nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), x0[..., None], axis=-1)[..., 0]
+            return nll * w, nll * w, w
         noise = batch.get("noise")
         loss = losses.loss_per_token(
             self.proc, self.parameterization, self.loss_name, logits, x0, x_t, t[:, None], noise=noise
@@ -163,7 +187,6 @@ class Experiment:
             nelbo = losses.nelbo_per_token(
                 self.proc, self.parameterization, logits, x0, x_t, t[:, None], noise=noise
             )
-        w = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones(x0.shape, jnp.float32)
         return loss * w, nelbo * w, w
 
     def _train_step_impl(self, state: TrainState, batch: dict):
@@ -210,42 +233,74 @@ class Experiment:
             step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
         )
         count = jnp.maximum(count, 1.0)
-        metrics = {
-            "loss": loss_sum / count,
-            "nelbo": nelbo_sum / count,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": self.lr_fn(state.step),
-        }
+        metrics = TrainMetrics.single_from_model_output(
+            loss=loss_sum / count, nelbo=nelbo_sum / count, grad_norm=optax.tree.norm(grads),
+            lr=self.lr_fn(state.step),
+        )
         return new_state, metrics
 
+    @property
+    def eval_num_t(self) -> int:
+        """Time samples per held-out sequence (1 for the autoregressive baseline: exact NLL)."""
+        return 1 if self.is_ar else int(self.config.training.get("eval_num_t", 8))
+
     def _eval_step_impl(self, params, batch, key):
-        k_t, k_noise, k_loss = jax.random.split(key, 3)
-        t = self._sample_t(k_t, batch["tokens"].shape[0])
-        batch = self._noisy(batch, t, k_noise)
-        _, nelbo, w = self._per_token(params, batch, k_loss, train=False)
-        return {"nelbo_sum": jnp.sum(nelbo), "count": jnp.sum(w)}
+        """Per-sequence NELBO samples `[B, num_t]` (nats; stratified t per sequence, see
+        `evaluation.likelihood.nelbo_samples`) and tokens per sequence `[B]`; rows with
+        `valid=False` (the padding of a last partial batch) count zero tokens and zero NELBO."""
+        valid = batch.get("valid", jnp.ones(batch["tokens"].shape[:1], bool)).astype(jnp.float32)
+
+        def nelbo_fn(k, x0, t):  # [B, L] per-token NELBO, padding mask applied
+            k_noise, k_loss = jax.random.split(k)
+            noisy = self._noisy({**batch, "tokens": x0}, t, k_noise)
+            return self._per_token(params, noisy, k_loss, train=False)[1]
+
+        t_min = float(self.config.training.t_min)
+        samples = likelihood.nelbo_samples(key, nelbo_fn, batch["tokens"], self.eval_num_t, t_min)
+        mask = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones(batch["tokens"].shape)
+        return {"samples": samples * valid[:, None], "tokens": jnp.sum(mask, axis=-1) * valid,
+                "valid": valid}
 
     # -- public
     def shard_batch(self, batch: dict) -> dict:
-        return {
-            k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
-            for k, v in batch.items()
-        }
+        """Global arrays, sharded over ('data', 'fsdp'), from this process's rows of a batch."""
+        div = sharding.batch_divisor(self.mesh)
+        out = {}
+        for k, v in batch.items():
+            v = np.asarray(v)
+            rows = v.shape[0] * jax.process_count()
+            if rows % div:
+                raise ValueError(
+                    f"a global batch of {rows} rows (config.training.batch_size or "
+                    f"config.data.eval_batch_size) is not divisible by config.mesh data x fsdp = {div}"
+                )
+            out[k] = jax.make_array_from_process_local_data(self.batch_sharding, v)
+        return out
 
     def train_step(self, state: TrainState, batch: dict):
         return self._train_step(state, self.shard_batch(batch))
 
     def evaluate(self, params, batches: Iterable[dict], seed: int = 0) -> dict[str, float]:
-        """Held-out NELBO (nats/token), bits/token and perplexity over `batches`."""
-        total, count = 0.0, 0.0
+        """Held-out NELBO over `batches` with `eval_num_t` stratified times per sequence:
+        nats/token (eval_nelbo), bits/token (eval_bpt), perplexity, and standard errors
+        (eval_se_bpt: data + Monte Carlo; eval_mc_se_bpt: Monte Carlo alone; see
+        `evaluation.likelihood.summarize_nelbo`). For the autoregressive baseline: the exact NLL."""
+        samples, tokens = [], []
         for i, batch in enumerate(batches):
             key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
             out = jax.device_get(self._eval_step(params, self.shard_batch(batch), key))
-            total += float(out["nelbo_sum"])
-            count += float(out["count"])
-        nelbo = total / max(count, 1.0)
-        return {"eval_nelbo": nelbo, "eval_bpt": nelbo / LN2, "eval_ppl": _ppl(nelbo),
-                "eval_tokens": count}
+            keep = np.asarray(out["valid"]) > 0
+            samples.append(np.asarray(out["samples"])[keep])
+            tokens.append(np.asarray(out["tokens"])[keep])
+        if not samples:
+            raise ValueError("evaluation got no batches (the validation split is empty or "
+                             "config.training.eval_batches is 0)")
+        summary = likelihood.summarize_nelbo(np.concatenate(samples), np.concatenate(tokens))
+        nelbo = summary["nelbo"]
+        return {"eval_nelbo": nelbo, "eval_bpt": nelbo / LN2, "eval_ppl": perplexity(nelbo),
+                "eval_se_bpt": summary["se_bpt"], "eval_mc_se_bpt": summary["mc_se"] / LN2,
+                "eval_tokens": summary["num_tokens"], "eval_sequences": summary["num_sequences"],
+                "eval_num_t": summary["num_t"]}
 
     def model_fn(self, params) -> Callable:
         def fn(x_t, t, **kwargs):
@@ -253,33 +308,18 @@ class Experiment:
 
         return fn
 
-    def generate(self, params, key, num_samples: int, seq_len: int):
+    def generate(self, params, key, num_samples: int, seq_len: int) -> sampling.SampleResult:
+        if self.is_ar:  # left to right, with the sampler's temperature / top_k / top_p
+            s = sampling.sampler_settings(self.config)
+
+            def logits_fn(inputs):
+                return self.model.apply({"params": params}, inputs, train=False)
+
+            run = jax.jit(lambda k: generate_autoregressive(
+                k, logits_fn, num_samples, seq_len, self.bos_id, temperature=float(s["temperature"]),
+                top_k=int(s["top_k"]), top_p=float(s["top_p"]), method=s["categorical"]))
+            return sampling.SampleResult(tokens=run(key), nfe=seq_len)
         return sampling.generate(key, self.model_fn(params), self.config, num_samples, seq_len)
-
-
-def _ppl(nelbo: float) -> float:
-    return float(math.exp(min(nelbo, 700.0)))
-
-
-# ----------------------------------------------------------------------------- metrics writer
-
-
-class MetricWriter:
-    """Console + JSONL (workdir/metrics.jsonl) metric logging (clu.metric_writers needs TF)."""
-
-    def __init__(self, workdir: str | None):
-        self.path = os.path.join(workdir, "metrics.jsonl") if workdir else None
-        self.enabled = jax.process_index() == 0
-
-    def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
-        if not self.enabled:
-            return
-        clean = {k: float(v) for k, v in metrics.items()}
-        text = " ".join(f"{k}={v:.4g}" for k, v in clean.items())
-        print(f"[{prefix}] step {step}: {text}", flush=True)
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": int(step), "kind": prefix, **clean}) + "\n")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -310,11 +350,18 @@ def save_checkpoint(mngr: ocp.CheckpointManager, state: TrainState, data_iter: A
 def restore_checkpoint(
     mngr: ocp.CheckpointManager, state: TrainState, data_iter: Any = None, step: int | None = None
 ) -> tuple[TrainState, bool]:
-    """Restores `step` (default the latest) into the shapes/shardings of `state`."""
+    """Restores `step` (default the latest) into the shapes/shardings of `state`.
+
+    `state` is a concrete state or `Experiment.abstract_state()`: either way the checkpoint is read
+    straight into its shardings, so a checkpoint written on one mesh (or number of processes)
+    restores onto another. Returns (`state` unchanged, False) when there is no checkpoint.
+    """
     step = mngr.latest_step() if step is None else step
     if step is None:
         return state, False
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state
+    )
     restored = mngr.restore(
         step,
         args=ocp.args.Composite(
@@ -386,7 +433,7 @@ def sample_and_write(exp: Experiment, data: Any, params, workdir, step: int, see
     n = int(exp.config.training.get("num_samples", 4))
     key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
     res = exp.generate(params, key, n, int(data.seq_len))
-    tokens = np.asarray(jax.device_get(res.tokens))
+    tokens = sharding.to_host(res.tokens)
     texts = [data.tokenizer.decode(row.tolist()) for row in tokens]
     write_samples(workdir, step, texts)
     return texts
@@ -438,7 +485,7 @@ def train_and_evaluate(
     sample_every, ckpt_every = int(tc.sample_every), int(tc.checkpoint_every)
     step = int(jax.device_get(state.step))
     B, L = int(tc.batch_size), int(data.seq_len)
-    pending: list[dict] = []
+    pending: TrainMetrics | None = None  # merged clu metrics of the steps since the last log line
     t_last, steps_since = time.time(), 0
     # config.training.max_train_minutes > 0: stop (with eval, samples, checkpoint) when time is up.
     max_seconds, t_start = 60.0 * float(tc.get("max_train_minutes", 0.0)), time.time()
@@ -450,17 +497,14 @@ def train_and_evaluate(
             steps_since += 1
             out_of_time = max_seconds > 0 and time.time() - t_start > max_seconds
             last = step == num_steps or out_of_time
-            pending.append(metrics)
+            pending = metrics if pending is None else pending.merge(metrics)
             if step % log_every == 0 or last:
-                ms = jax.device_get(pending)
-                avg = {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
+                avg = with_derived(jax.device_get(pending.compute()))
                 dt = time.time() - t_last
-                avg["bpt"] = avg["nelbo"] / LN2
-                avg["ppl"] = _ppl(avg["nelbo"])
                 avg["steps_per_s"] = steps_since / dt
                 avg["tokens_per_s"] = steps_since * B * L / dt
                 writer.write(step, avg)
-                pending, t_last, steps_since = [], time.time(), 0
+                pending, t_last, steps_since = None, time.time(), 0
             if eval_every > 0 and (step % eval_every == 0 or last):
                 ev = exp.evaluate(state.ema_params, data.eval_batches(int(tc.eval_batches)), int(tc.seed))
                 if "entropy_rate" in data.info:  # gap to the exact floor H(x_1:L)/L
@@ -491,6 +535,7 @@ def train_and_evaluate(
             mngr.close()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+        writer.close()
     return state
 
 
@@ -512,7 +557,9 @@ def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
     config, data, exp, state = load_state(config, workdir)
     ev = exp.evaluate(state.ema_params, data.eval_batches(int(config.training.eval_batches)),
                       int(config.training.seed))
-    MetricWriter(workdir).write(int(state.step), ev, prefix="eval")
+    writer = MetricWriter(workdir)
+    writer.write(int(state.step), ev, prefix="eval")
+    writer.close()
     return ev
 
 

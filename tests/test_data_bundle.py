@@ -129,10 +129,12 @@ def test_prepared_openwebtext_pack(prepared_dir):
     b = get(make_config(name="openwebtext", data_dir=str(data_dir), seq_len=32, batch_size=4))
     assert b.num_classes == 70 and b.tokenizer.vocab_size == 70
     batches = list(b.eval_batches())
-    stream = np.concatenate([x["tokens"].ravel() for x in batches])
+    stream = np.concatenate([x["tokens"][x["valid"]].ravel() for x in batches])
     expected = np.concatenate([[2, *tok.encode(t), 3] for t in TEXTS[50:]])
     np.testing.assert_array_equal(stream, expected[: len(stream)])
-    assert len(stream) == (len(expected) // 32 // 4) * 4 * 32
+    # The last partial batch is padded with rows marked invalid: every full row counts once.
+    assert len(stream) == (len(expected) // 32) * 32
+    assert all(x["tokens"].shape == (4, 32) for x in batches)
     assert b.info["num_documents_train"] == 50
 
 
@@ -223,7 +225,7 @@ def test_eval_cap_and_padding():
         ({"name": "digits"}, 0, 1, "config.training.batch_size"),
         ({"name": "digits", "eval_batch_size": 6}, 8, 4, "config.data.eval_batch_size"),
         ({"name": "digits"}, 2000, 1, "fewer than one batch"),
-        ({"name": "digits", "eval_batch_size": 300}, 8, 1, "fewer than one eval batch"),
+        ({"name": "digits", "eval_batch_size": 300, "eval_pad_last": False}, 8, 1, "fewer than one eval batch"),
         ({"name": "synthetic", "num_states": 8}, 8, 1, "config.data.num_states"),
         ({"name": "synthetic", "synthetic_support": 1}, 8, 1, "config.data.synthetic_support"),
         ({"name": "shakespeare", "heldout_plays": ("hamlet", "nope")}, 8, 1, "heldout_plays"),

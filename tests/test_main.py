@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,8 +54,37 @@ def test_train_eval_sample_from_command_line(tmp_path):
     assert any(x["kind"] == "eval" and "eval_bpt" in x for x in lines)
     assert (tmp_path / "samples" / "step_3.txt").exists()
     assert (tmp_path / "checkpoints" / "3").is_dir()
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
     res = _main([*SMALL, "--mode=sample"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_sigterm_saves_a_checkpoint_and_training_resumes(tmp_path):
+    """SIGTERM mid-run (as a preempted job gets): the step in flight ends, a checkpoint of it is
+    saved, the process exits 0; the next run resumes from that step."""
+    args = [*SMALL, "--config.training.num_steps=100000", "--config.training.checkpoint_every=0",
+            "--config.training.eval_every=0", "--config.training.sample_every=0"]
+    cmd = [sys.executable, "-m", "discrete_diffusion.main", f"--workdir={tmp_path}", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # wait until training steps are running
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+    assert len(saved) == 1 and saved[0] >= 3
+    assert f"SIGTERM: saved step {saved[0]}" in out
+    res = _main([*SMALL, f"--config.training.num_steps={saved[0] + 2}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from step {saved[0]}" in res.stdout
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps[-1] == saved[0] + 2
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 ``seed``                     0: shuffling and synthetic generation
 ``eval_batch_size``          None = ``config.training.batch_size``
 ``eval_max_batches``         None: cap on the global batches of one eval pass
-``eval_pad_last``            False: drop the last partial eval batch (True: pad it, see
-                             ``pipeline``)
+``eval_pad_last``            True: pad the last partial eval batch with rows marked
+                             ``valid=False``, which evaluation ignores (False: drop it)
 ``num_threads``, ``prefetch`` 4, 8: grain reader threads and batches buffered ahead
 ``synthetic_vocab_size``     32: K of the synthetic Markov chain (its states are its tokens)
 ``synthetic_support``        4: successors per token (entropy rate <= log of it)
@@ -114,7 +114,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             "seed": 0,
             "eval_batch_size": ph(int),
             "eval_max_batches": ph(int),
-            "eval_pad_last": False,
+            "eval_pad_last": True,
             "num_threads": 4,
             "prefetch": 8,
             "synthetic_vocab_size": 32,
@@ -203,7 +203,7 @@ def _settings(config: Any) -> _Settings:
             f"config.training.batch_size must be a positive integer, got {batch_size!r}"
         )
     eval_batch_size = _int_field(data, "eval_batch_size", None) or batch_size
-    eval_pad_last = data.get("eval_pad_last", False)
+    eval_pad_last = data.get("eval_pad_last", True)
     if eval_pad_last not in (True, False):
         raise ValueError(f"config.data.eval_pad_last must be True or False, got {eval_pad_last!r}")
     return _Settings(

@@ -16,6 +16,8 @@ Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, 
 on the concrete score). Class-conditional sampling (classifier-free and classifier guidance):
 sampling/guidance.py, `guidance.guided_generate`.
 Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
+`config.sampler.categorical` = 'exact' (default) | 'float32' chooses how every sampler draws
+(see sampling/categorical.py; 'float32' exists to reproduce the float32 Gumbel temperature bias).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from discrete_diffusion.sampling import (
     psi,
     score,
 )
+from discrete_diffusion.sampling import categorical as categorical_lib
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
@@ -65,6 +68,7 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "top_k": 0,
     "top_p": 1.0,
     "temperature_on": "output",
+    "categorical": "exact",  # 'float32': jax.random.categorical's biased float32 Gumbel (ablation)
 }
 
 
@@ -90,6 +94,9 @@ def sampler_settings(config: Any) -> dict[str, Any]:
     out = {k: _field(section, k, v) for k, v in defaults.items()}
     if not isinstance(out["num_steps"], int) or out["num_steps"] < 1:
         raise ValueError(f"config.sampler.num_steps={out['num_steps']!r} must be an int >= 1")
+    if out["categorical"] not in categorical_lib.METHODS:
+        raise ValueError(f"config.sampler.categorical={out['categorical']!r} is not one of "
+                         f"{list(categorical_lib.METHODS)}")
     if "bridge" in out and out["bridge"] not in ancestral.BRIDGES:
         raise ValueError(f"config.sampler.bridge={out['bridge']!r} is not one of {list(ancestral.BRIDGES)}")
     return out

@@ -76,12 +76,13 @@ def _run(key: Array, ctx: Context, remask: bool) -> tuple[Array, Array]:
         t, s = grid[i], grid[i + 1]
         mu = jnp.exp(jax.nn.log_softmax(ctx.network(x_t, jnp.full((ctx.num_samples,), t), noise=u), -1))
         if not remask:
-            x_s = sample_from_probs(k1, audm_kernel(ctx.proc, mu, x_t, u, t, s))
+            x_s = sample_from_probs(k1, audm_kernel(ctx.proc, mu, x_t, u, t, s), ctx.settings["categorical"])
             u_s = u
         else:
-            x0_hat = jnp.where(x_t == u, categorical(k1, jnp.log(jnp.maximum(mu, 1e-38))), x_t)
+            drawn = categorical(k1, jnp.log(jnp.maximum(mu, 1e-38)), method=ctx.settings["categorical"])
+            x0_hat = jnp.where(x_t == u, drawn, x_t)
             bridge = ctx.proc.bridge_plugin(x_t, t, s, jax.nn.one_hot(x0_hat, ctx.proc.num_classes))
-            x_s = sample_from_probs(k2, bridge)
+            x_s = sample_from_probs(k2, bridge, ctx.settings["categorical"])
             u_s = ctx.proc.resample_noise(k3, x0_hat, x_s, s)
         x_s, u_s = _prompt(ctx, x_s, u_s)
         return (x_s, u_s, key), None

@@ -48,10 +48,11 @@ def reverse_kernel(
     raise ValueError(f"config.sampler.bridge={bridge!r} is not one of {list(BRIDGES)}")
 
 
-def sample_from_probs(key: Array, probs: Array) -> Array:
-    """Exact draw from probabilities `[..., V]` (zero entries are never drawn)."""
+def sample_from_probs(key: Array, probs: Array, method: str = "exact") -> Array:
+    """Draw from probabilities `[..., V]` (zero entries are never drawn); `method` as in
+    `categorical.categorical` ('exact' unless reproducing the float32 Gumbel bias)."""
     log_probs = jnp.where(probs > 0, jnp.log(jnp.maximum(probs, 1e-38)), -jnp.inf)
-    return categorical(key, log_probs)
+    return categorical(key, log_probs, method=method)
 
 
 def greedy_step(
@@ -82,7 +83,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
             logits = ctx.network(x_t, t)
             nfe = nfe + 1
         probs = reverse_kernel(ctx.proc, ctx.output_parameterization, logits, x_t, t, s, bridge)
-        x_s = sample_from_probs(k_step, probs)
+        x_s = sample_from_probs(k_step, probs, settings["categorical"])
         if settings["greedy_final"]:
             greedy = greedy_step(ctx.proc, ctx.output_parameterization, logits, x_t, t)
             x_s = jnp.where(i == num_steps - 1, greedy, x_s)

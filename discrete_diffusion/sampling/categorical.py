@@ -26,6 +26,10 @@ import jax.numpy as jnp
 
 Array = jnp.ndarray
 
+# `config.sampler.categorical`: 'exact' (this module's 64-bit race, the default) or 'float32'
+# (`jax.random.categorical`'s float32 Gumbel-max, kept only to reproduce its temperature bias).
+METHODS = ("exact", "float32")
+
 _TWO_M32 = 2.0**-32
 _TWO_M64 = 2.0**-64
 
@@ -53,11 +57,17 @@ def categorical_from_bits(bits: Array, logits: Array, axis: int = -1) -> Array:
     return jnp.argmax(race, axis=axis).astype(jnp.int32)
 
 
-def categorical(key: Array, logits: Array, axis: int = -1) -> Array:
+def categorical(key: Array, logits: Array, axis: int = -1, method: str = "exact") -> Array:
     """Draws one class per row of `logits` (unnormalized log-probabilities, -inf allowed) exactly.
 
     64 random bits per class; see the module docstring. Shape: `logits.shape` without `axis`.
+    `method='float32'` uses `jax.random.categorical` (float32 Gumbel-max, 23-bit uniforms) instead:
+    biased towards the leading classes; for ablations that reproduce that bias only.
     """
+    if method == "float32":
+        return jax.random.categorical(key, logits.astype(jnp.float32), axis=axis)
+    if method != "exact":
+        raise ValueError(f"config.sampler.categorical={method!r} is not one of {list(METHODS)}")
     bits = jax.random.bits(key, (2,) + logits.shape, dtype=jnp.uint32)
     return categorical_from_bits(bits, logits, axis=axis)
 

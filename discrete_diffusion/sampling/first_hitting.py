@@ -76,7 +76,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         nfe = nfe + jnp.any(any_left).astype(jnp.int32)
         mu = params_lib.to_denoiser(proc, ctx.output_parameterization, logits, x, tau_first)
         mu_at = jnp.take_along_axis(mu, pos[..., None], axis=1)  # [N, k, K]
-        values = categorical(k_val, mu_at)
+        values = categorical(k_val, mu_at, method=ctx.settings["categorical"])
         current = jnp.take_along_axis(x, pos, axis=1)
         x = x.at[rows, pos].set(jnp.where(chosen, values, current))
         return (x, tau, nfe, key), None

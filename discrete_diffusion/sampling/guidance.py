@@ -193,7 +193,8 @@ def run_classifier_guided(
         t, s = ctx.times(grid[i]), ctx.times(grid[i + 1])
         probs = reverse_kernel(ctx.proc, ctx.output_parameterization, ctx.network(x_t, t), x_t, t, s, bridge)
         log_cls = log_probs_fn(classifier_fn, x_t, s, label, ctx.proc.num_states)
-        x_s = ctx.apply_prompt(sample_from_probs(k_step, guide_probs(probs, log_cls, weight)))
+        guided = guide_probs(probs, log_cls, weight)
+        x_s = ctx.apply_prompt(sample_from_probs(k_step, guided, ctx.settings["categorical"]))
         return (x_s, key), None
 
     (x, _), _ = jax.lax.scan(body, (x, key), jnp.arange(num_steps))

@@ -68,7 +68,7 @@ def gibbs_sweep(key: Array, cond: Array, x: Array, free: Array, settings: dict) 
     k = min(int(settings["sites_per_sweep"]), x.shape[-1])
     kth = jax.lax.top_k(scores, k)[0][..., -1:]
     chosen = (scores >= kth) & jnp.isfinite(scores)
-    return jnp.where(chosen, sample_from_probs(k_val, cond), x).astype(jnp.int32)
+    return jnp.where(chosen, sample_from_probs(k_val, cond, settings["categorical"]), x).astype(jnp.int32)
 
 
 def steps_for_budget(nfe: int, corrector_steps: int) -> int:

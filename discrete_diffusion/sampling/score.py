@@ -180,7 +180,7 @@ def _run(key: Array, ctx: Context, method: str) -> tuple[Array, Array]:
         if method == "euler":
             euler = euler_kernel(ctx.proc, log_ratios, x_t, t, s)
             probs = jnp.where(i == num_steps - 1, probs, euler)
-        x_s = ctx.apply_prompt(sample_from_probs(k_step, probs))
+        x_s = ctx.apply_prompt(sample_from_probs(k_step, probs, ctx.settings["categorical"]))
         return (x_s, key), None
 
     (x, _), _ = jax.lax.scan(body, (x, key), jnp.arange(num_steps))
