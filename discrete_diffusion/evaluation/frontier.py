@@ -1,0 +1,269 @@
+"""Quality-diversity frontiers of a trained model: generative perplexity against unigram entropy
+and against the number of network calls, swept over samplers, steps, temperature and nucleus.
+
+Generative perplexity alone rewards low-temperature sampling (a model that repeats one word has a
+tiny perplexity under any judge), so every point also reports the mean per-sample unigram entropy
+(`text_stats`); a sampler is better only if its frontier lies below (lower perplexity at the same
+entropy). For the synthetic Markov corpus the judge is the true generator (`exact_judge`), whose
+perplexity on its own samples is exp(entropy rate).
+
+The grid (`config.eval`, configs/base.py), for each sampler of `config.eval.samplers`:
+
+    steps sweep         num_steps in config.eval.steps,        temperature 1, top_p 1
+    temperature sweep   temperature in config.eval.temperatures, num_steps = config.sampler.num_steps
+    nucleus sweep       top_p in config.eval.top_ps,             num_steps = config.sampler.num_steps
+
+each with every categorical method of `config.eval.categoricals` ('exact' and/or 'float32': the
+float-precision ablation, see benchmarks/float_precision.py). First-hitting always makes L network
+calls at one token per call; its steps sweep sets `tokens_per_step = ceil(L / steps)` (the
+approximate parallel variant) so that it too spans the NFE axis. The other fields of
+`config.sampler` (kappa schedules, bridges, corrector settings) apply to every point.
+
+    python -m discrete_diffusion.evaluation.frontier --config=configs/shakespeare_absorbing.py \\
+        --workdir=runs/shakespeare_absorbing [--config.eval.num_samples=64 ...]
+
+writes workdir/eval/frontier.{csv,json} and frontier_entropy.png, frontier_nfe.png; `python -m
+discrete_diffusion.main --mode=eval` runs it after the likelihood (when config.eval.frontier).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+# Sampler presets: the name a frontier shows -> fields set on top of config.sampler.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ancestral": {"name": "ancestral"},
+    "psi": {"name": "psi", "kappa_schedule": "phases"},  # Duo II: kappa_middle < 1 mid-way
+    "remdm": {"name": "psi", "kappa_schedule": "remdm_cap"},
+    "first_hitting": {"name": "first_hitting"},
+    "informed_pc": {"name": "informed_pc"},
+    "score_euler": {"name": "score_euler"},
+}
+# Samplers of a frontier when config.eval.samplers = 'auto', by process.
+AUTO_SAMPLERS = {
+    "masked": ("ancestral", "psi", "first_hitting"),
+    "uniform": ("ancestral", "psi", "informed_pc"),
+    "uniform_absorbing": ("ancestral",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One setting of the sweep. `sweep` names the axis it belongs to ('steps', 'temperature',
+    'top_p'); the others hold their reference values."""
+
+    sampler: str
+    sweep: str
+    num_steps: int
+    temperature: float
+    top_p: float
+    categorical: str
+    tokens_per_step: int = 1
+
+    def settings(self) -> tuple:
+        """What the samples depend on (the sweep label aside): points sharing it share samples."""
+        return dataclasses.astuple(dataclasses.replace(self, sweep=""))
+
+    def sampler_config(self, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """`base` (a config.sampler) with this point's preset and settings."""
+        cfg = ml_collections.ConfigDict(base.to_dict())
+        for k, v in {**PRESETS[self.sampler], "num_steps": self.num_steps,
+                     "temperature": self.temperature, "top_p": self.top_p,
+                     "categorical": self.categorical}.items():
+            cfg[k] = v
+        if self.sampler == "first_hitting":
+            cfg["tokens_per_step"] = self.tokens_per_step
+        return cfg
+
+
+def _floats(value: Any, field: str) -> tuple[float, ...]:
+    out = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    if not out:
+        raise ValueError(f"config.eval.{field} must not be empty")
+    return out
+
+
+def sampler_names(config: Any) -> tuple[str, ...]:
+    """config.eval.samplers ('auto' = AUTO_SAMPLERS of the process, or comma-separated names)."""
+    spec = config.eval.get("samplers", "auto")
+    if spec == "auto":
+        return AUTO_SAMPLERS[config.process.name]
+    names = tuple(s.strip() for s in str(spec).split(",") if s.strip())
+    for n in names:
+        if n not in PRESETS:
+            raise ValueError(f"config.eval.samplers: {n!r} is not one of {['auto', *PRESETS]}")
+    return names
+
+
+def grid(config: Any, seq_len: int) -> list[Point]:
+    """The points of the sweep (see the module doc), without duplicates, in a stable order."""
+    ev = config.eval
+    ref_steps = int(config.sampler.num_steps)
+    steps = tuple(int(s) for s in _floats(ev.get("steps", (ref_steps,)), "steps"))
+    temps = _floats(ev.get("temperatures", (1.0,)), "temperatures")
+    top_ps = _floats(ev.get("top_ps", (1.0,)), "top_ps")
+    cats = tuple(ev.get("categoricals", ("exact",)))
+    if any(s < 1 for s in steps):
+        raise ValueError(f"config.eval.steps={steps} must be positive integers")
+    if any(t <= 0 for t in temps) or any(not 0 < p <= 1 for p in top_ps):
+        raise ValueError(f"config.eval.temperatures={temps} must be > 0 and top_ps={top_ps} in (0, 1]")
+    points: list[Point] = []
+    for name in sampler_names(config):
+        for cat in cats:
+            settings = [("steps", s, 1.0, 1.0) for s in steps]
+            settings += [("temperature", ref_steps, t, 1.0) for t in temps]
+            settings += [("top_p", ref_steps, 1.0, p) for p in top_ps]
+            for sweep, s, t, p in settings:
+                if name == "first_hitting":  # L calls of one token, or the parallel variant
+                    tps = max(1, math.ceil(seq_len / s)) if sweep == "steps" else 1
+                    point = Point(name, sweep, seq_len, t, p, cat, tps)
+                else:
+                    point = Point(name, sweep, s, t, p, cat)
+                if point not in points:
+                    points.append(point)
+    return points
+
+
+JUDGES = ("auto", "smollm2", "exact", "none")  # or 'ar:WORKDIR'
+
+
+def validate_eval(config: Any) -> None:
+    """Checks config.eval (errors name the field and the allowed values)."""
+    ev = config.eval
+    judge = ev.get("judge", "auto")
+    if not (judge in JUDGES or (isinstance(judge, str) and judge.startswith("ar:") and len(judge) > 3)):
+        raise ValueError(f"config.eval.judge={judge!r} is not one of {[*JUDGES, 'ar:WORKDIR']}")
+    n = ev.get("num_samples", 32)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"config.eval.num_samples={n!r} must be an int >= 1")
+    for c in ev.get("categoricals", ("exact",)):
+        if c not in ("exact", "float32"):
+            raise ValueError(f"config.eval.categoricals: {c!r} is not one of ['exact', 'float32']")
+    if config.process.name in AUTO_SAMPLERS:
+        grid(config, seq_len=1)
+
+
+# judge(tokens [N, L] int, texts) -> {'gen_ppl': float, ...}; stats(tokens, texts) -> {...}
+Judge = Callable[[np.ndarray, list[str]], dict[str, float]]
+Stats = Callable[[np.ndarray, list[str]], dict[str, float]]
+
+
+def run_sweep(
+    generate: Callable[[Any, jax.Array, int], tuple[np.ndarray, int]],
+    decode: Callable[[np.ndarray], str],
+    points: Sequence[Point],
+    base_sampler: ml_collections.ConfigDict,
+    num_samples: int,
+    judge: Judge | None,
+    stats: Stats,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """One row per point: its settings, NFE, seconds, the judge's and the text statistics.
+
+    `generate(sampler_config, key, num_samples) -> (tokens [N, L], nfe)`; the same key for every
+    point (common random numbers: differences between points are not sampling noise in the key).
+    Points of different sweeps with the same settings share one generation.
+    """
+    rows = []
+    done: dict[tuple, dict[str, Any]] = {}
+    key = jax.random.PRNGKey(seed)
+    for i, point in enumerate(points):
+        if point.settings() not in done:
+            start = time.perf_counter()
+            tokens, nfe = generate(point.sampler_config(base_sampler), key, num_samples)
+            seconds = time.perf_counter() - start
+            tokens = np.asarray(tokens)
+            texts = [decode(row) for row in tokens]
+            result = {"nfe": int(nfe), "seconds": seconds, "num_samples": int(tokens.shape[0])}
+            result.update(stats(tokens, texts))
+            if judge is not None:
+                result.update(judge(tokens, texts))
+            result["example"] = texts[0][:200]
+            done[point.settings()] = result
+        row = {**dataclasses.asdict(point), **done[point.settings()]}
+        rows.append(row)
+        seconds = row["seconds"]
+        shown = ", ".join(f"{k}={_fmt(row[k])}" for k in ("gen_ppl", "entropy", "nfe") if k in row)
+        log(f"[frontier {i + 1}/{len(points)}] {point.sampler} {point.sweep}: steps={point.num_steps} "
+            f"T={point.temperature:g} top_p={point.top_p:g} {point.categorical}: {shown} "
+            f"({seconds:.1f} s)")
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_rows(rows: list[dict[str, Any]], out_dir: str, name: str = "frontier") -> tuple[str, str]:
+    """workdir/eval/<name>.csv and .json (one object per row)."""
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path, json_path = (os.path.join(out_dir, f"{name}.{ext}") for ext in ("csv", "json"))
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    with open(json_path, "w") as f:
+        json.dump(rows, f, indent=1)
+    return csv_path, json_path
+
+
+def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = "frontier") -> list[str]:
+    """Two PNGs: y = generative perplexity (log scale) against x = mean unigram entropy, and
+    against NFE (log scale); one colour per sampler, one marker per sweep, float32 points hollow.
+    Without a judge (no 'gen_ppl'), entropy against NFE only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_ppl = any("gen_ppl" in r for r in rows)
+    y_key, y_label = ("gen_ppl", "generative perplexity") if has_ppl else ("entropy", "unigram entropy")
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    colours = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(samplers)}
+    markers = {"steps": "o", "temperature": "s", "top_p": "^"}
+    paths = []
+    axes_spec = [("entropy", "mean unigram entropy (nats)", False), ("nfe", "network calls (NFE)", True)]
+    if not has_ppl:
+        axes_spec = axes_spec[1:]
+    for x_key, x_label, log_x in axes_spec:
+        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        for s in samplers:
+            for sweep, marker in markers.items():
+                for cat in ("exact", "float32"):
+                    pts = [r for r in rows if r["sampler"] == s and r["sweep"] == sweep
+                           and r["categorical"] == cat and y_key in r]
+                    if not pts:
+                        continue
+                    pts.sort(key=lambda r: r[x_key])
+                    face = colours[s] if cat == "exact" else "none"
+                    ax.plot([r[x_key] for r in pts], [r[y_key] for r in pts], marker=marker,
+                            color=colours[s], markerfacecolor=face, linestyle="-", alpha=0.8,
+                            label=f"{s}, {sweep}" + ("" if cat == "exact" else ", float32"))
+        if log_x:
+            ax.set_xscale("log")
+        if y_key == "gen_ppl":
+            ax.set_yscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        path = os.path.join(out_dir, f"{name}_{x_key}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
