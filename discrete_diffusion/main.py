@@ -3,7 +3,8 @@
     python -m discrete_diffusion.main --config=configs/shakespeare_absorbing.py --workdir=/tmp/run \
         [--mode=train|eval|sample] [--config.training.num_steps=10 ...]
 
-train: trains (resuming from workdir/checkpoints); eval: held-out NELBO of the latest checkpoint;
+train: trains (resuming from workdir/checkpoints); eval: held-out NELBO, sample quality and the
+frontier sweep of the latest checkpoint into workdir/eval (discrete_diffusion/evaluation/report.py);
 sample: writes samples of the latest checkpoint to workdir/samples/step_N.txt.
 
 Several processes (one per host or GPU): `--coordinator_address=HOST:PORT --num_processes=N
@@ -51,8 +52,10 @@ def main(argv):
 
     if FLAGS.mode == "train":
         train.train_and_evaluate(config, FLAGS.workdir)
-    elif FLAGS.mode == "eval":
-        train.evaluate_checkpoint(config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":  # likelihood, sample quality and the frontier: workdir/eval/
+        from discrete_diffusion.evaluation import report
+
+        report.evaluate_workdir(config, FLAGS.workdir)
     else:
         train.sample_checkpoint(config, FLAGS.workdir)
 

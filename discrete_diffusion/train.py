@@ -28,6 +28,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -466,6 +467,9 @@ def train_and_evaluate(
     tc = config.training
     if workdir:
         os.makedirs(workdir, exist_ok=True)
+        if jax.process_index() == 0:  # the resolved config, for evaluation and AR judges later
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=1))
     writer = MetricWriter(workdir)
     state = exp.init_state(int(tc.seed))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
@@ -546,6 +550,15 @@ def train_and_evaluate(
     return state
 
 
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a run saved as workdir/config.json (tuples come back as lists)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} the --workdir of a training run?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
 def load_state(config: Any, workdir: str, devices: list | None = None):
     """(config, data, experiment, state restored from the latest checkpoint of workdir)."""
     config, data, exp = setup(config, devices)
@@ -578,6 +591,6 @@ def sample_checkpoint(config: Any, workdir: str) -> list[str]:
 
 __all__ = [
     "Experiment", "MetricWriter", "TrainState", "checkpoint_manager", "evaluate_checkpoint",
-    "learning_rate_schedule", "load_state", "make_optimizer", "restore_checkpoint",
+    "learning_rate_schedule", "load_config", "load_state", "make_optimizer", "restore_checkpoint",
     "sample_checkpoint", "save_checkpoint", "setup", "train_and_evaluate",
 ]

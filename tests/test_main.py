@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from configs import base, shakespeare_absorbing, synthetic_absorbing
@@ -57,6 +58,48 @@ def test_train_eval_sample_from_command_line(tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
     res = _main([*SMALL, "--mode=sample"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):
+    res = _main([*SMALL, "--config.training.sample_every=0"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "synthetic"
+    sweep = ["--config.eval.num_samples=8", "--config.eval.steps=(2,4)",
+             "--config.eval.temperatures=(0.5,1.0)", "--config.eval.top_ps=(1.0,)",
+             "--config.eval.samplers=ancestral,first_hitting"]
+    res = _main([*SMALL, "--mode=eval", *sweep], tmp_path, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["judge"] == "exact" and summary["step"] == 3 and summary["nfe"] >= 1
+    for key in ("eval_bpt", "eval_se_bpt", "true_ppl", "unigram_entropy", "distinct_2"):
+        assert np.isfinite(summary[key]), key
+    # after 3 steps some samples are impossible under the true chain: infinite perplexity
+    assert summary["gen_ppl"] > summary["true_ppl"] and 0 <= summary["frac_impossible"] <= 1
+    rows = json.loads((tmp_path / "eval" / "frontier.json").read_text())
+    # per sampler: steps 2, 4; temperatures 0.5, 1 and top_p 1 at config.sampler.num_steps = 4
+    assert len(rows) == 2 * 5
+    fhs = [r for r in rows if r["sampler"] == "first_hitting"]
+    assert {r["nfe"] for r in fhs if r["sweep"] == "steps"} == {2, 4}  # ceil(16 / steps) per call
+    assert all(r["nfe"] == 16 for r in fhs if r["sweep"] == "temperature")  # one token per call
+    assert all(r["gen_ppl"] > 1 and r["unigram_entropy"] > 0 for r in rows)
+    for name in ("frontier.csv", "frontier_unigram_entropy.png", "frontier_nfe.png", "samples.txt"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0, name
+    # the saved config is a valid config of the same run (the sweep script's default)
+    from discrete_diffusion import train
+
+    saved = train.load_config(str(tmp_path))
+    config_validation.validate(saved)
+    assert saved.process.num_classes == saved.data.synthetic_vocab_size
+    assert list(saved.eval.steps) == [16, 32, 64, 128]
+    # the standalone sweep script
+    res = subprocess.run([sys.executable, "-m", "discrete_diffusion.evaluation.frontier",
+                          f"--workdir={tmp_path}", f"--config={ROOT}/configs/synthetic_absorbing.py",
+                          *[a for a in SMALL if not a.startswith("--config=")], *sweep,
+                          "--config.eval.samplers=ancestral"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(json.loads((tmp_path / "eval" / "frontier.json").read_text())) == 5
 
 
 def test_sigterm_saves_a_checkpoint_and_training_resumes(tmp_path):

@@ -233,6 +233,19 @@ _MESH_SCRIPT = textwrap.dedent(
 )
 
 
+def _restore_params(workdir, step: int) -> dict[str, np.ndarray]:
+    """The parameters of a run's latest checkpoint (at `step`), restored onto this process's
+    single device, whatever mesh saved them."""
+    config, _, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
+    mngr = train.checkpoint_manager(str(workdir), config)
+    try:
+        state, ok = train.restore_checkpoint(mngr, exp.abstract_state())
+    finally:
+        mngr.close()
+    assert ok and int(state.step) == step
+    return flat_params(state.params)
+
+
 def test_meshes_match_one_device_and_checkpoints_move(tmp_path):
     script = _MESH_SCRIPT.format(root=ROOT, tests=TESTS, tmp=str(tmp_path))
     res = run_python(script, devices=8)
@@ -254,29 +267,11 @@ def test_meshes_match_one_device_and_checkpoints_move(tmp_path):
     assert out["restore_8x1x1_max_diff"] == 0.0 and out["restore_8x1x1_sharding_ok"]
 
     # the (2, 4, 1) checkpoint restores on this process's single device
-    mngr = train.checkpoint_manager(str(tmp_path), config)
-    try:
-        restored, ok = train.restore_checkpoint(mngr, exp.abstract_state())
-    finally:
-        mngr.close()
-    assert ok and int(restored.step) == 3
-    assert_trees_close(flat_params(restored.params), dict(np.load(tmp_path / "params_2x4x1.npz")),
+    assert_trees_close(_restore_params(tmp_path, 3), dict(np.load(tmp_path / "params_2x4x1.npz")),
                        rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- 2 processes
-
-
-def _restore_params(workdir) -> dict[str, np.ndarray]:
-    """The step-5 parameters of a run, restored onto this process's single device."""
-    config, _, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    mngr = train.checkpoint_manager(str(workdir), config)
-    try:
-        state, ok = train.restore_checkpoint(mngr, exp.abstract_state())
-    finally:
-        mngr.close()
-    assert ok and int(state.step) == 5
-    return flat_params(state.params)
 
 
 def test_two_processes_match_one(tmp_path):
@@ -300,7 +295,7 @@ def test_two_processes_match_one(tmp_path):
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 5
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
-    assert_trees_close(_restore_params(tmp_path / "two"), _restore_params(tmp_path / "one"), atol=2e-5)
+    assert_trees_close(_restore_params(tmp_path / "two", 5), _restore_params(tmp_path / "one", 5), atol=2e-5)
 
 
 def test_launcher_fails_when_a_process_fails(tmp_path):

@@ -195,11 +195,15 @@ def run_sweep(
         row = {**dataclasses.asdict(point), **done[point.settings()]}
         rows.append(row)
         seconds = row["seconds"]
-        shown = ", ".join(f"{k}={_fmt(row[k])}" for k in ("gen_ppl", "entropy", "nfe") if k in row)
+        shown = ", ".join(f"{k}={_fmt(row[k])}" for k in ("gen_ppl", "unigram_entropy", "nfe") if k in row)
         log(f"[frontier {i + 1}/{len(points)}] {point.sampler} {point.sweep}: steps={point.num_steps} "
             f"T={point.temperature:g} top_p={point.top_p:g} {point.categorical}: {shown} "
             f"({seconds:.1f} s)")
     return rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _fmt(v: Any) -> str:
@@ -227,15 +231,17 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
     import matplotlib
 
     matplotlib.use("Agg")
+    os.makedirs(out_dir, exist_ok=True)
     import matplotlib.pyplot as plt
 
     has_ppl = any("gen_ppl" in r for r in rows)
-    y_key, y_label = ("gen_ppl", "generative perplexity") if has_ppl else ("entropy", "unigram entropy")
+    entropy = ("unigram_entropy", "mean unigram entropy (nats)")
+    y_key, y_label = ("gen_ppl", "generative perplexity") if has_ppl else entropy
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     colours = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(samplers)}
     markers = {"steps": "o", "temperature": "s", "top_p": "^"}
     paths = []
-    axes_spec = [("entropy", "mean unigram entropy (nats)", False), ("nfe", "network calls (NFE)", True)]
+    axes_spec = [(*entropy, False), ("nfe", "network calls (NFE)", True)]
     if not has_ppl:
         axes_spec = axes_spec[1:]
     for x_key, x_label, log_x in axes_spec:
@@ -244,7 +250,8 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
             for sweep, marker in markers.items():
                 for cat in ("exact", "float32"):
                     pts = [r for r in rows if r["sampler"] == s and r["sweep"] == sweep
-                           and r["categorical"] == cat and y_key in r]
+                           and r["categorical"] == cat and _finite(r.get(y_key))
+                           and _finite(r.get(x_key))]
                     if not pts:
                         continue
                     pts.sort(key=lambda r: r[x_key])
@@ -252,18 +259,141 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
                     ax.plot([r[x_key] for r in pts], [r[y_key] for r in pts], marker=marker,
                             color=colours[s], markerfacecolor=face, linestyle="-", alpha=0.8,
                             label=f"{s}, {sweep}" + ("" if cat == "exact" else ", float32"))
-        if log_x:
-            ax.set_xscale("log")
-        if y_key == "gen_ppl":
-            ax.set_yscale("log")
+        if ax.lines:  # infinite perplexities (impossible samples under an exact judge) are left out
+            if log_x:
+                ax.set_xscale("log")
+            if y_key == "gen_ppl":
+                ax.set_yscale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
         path = os.path.join(out_dir, f"{name}_{x_key}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+# ----------------------------------------------------------------------------- on a trained model
+
+
+def judge_name(config: Any, data: Any) -> str:
+    """config.eval.judge with 'auto' resolved: 'exact' for the synthetic Markov corpus, 'none' for
+    images (class labels), 'smollm2' for text."""
+    spec = config.eval.get("judge", "auto")
+    if spec != "auto":
+        return spec
+    if "chain" in data.info:
+        return "exact"
+    return "none" if data.num_labels else "smollm2"
+
+
+def make_judge(config: Any, data: Any) -> Judge | None:
+    """The judge of config.eval.judge as `(tokens [N, L], texts) -> {'gen_ppl', ...}`, or None."""
+    name = judge_name(config, data)
+    if name == "none":
+        return None
+    if name == "exact":
+        if "chain" not in data.info:
+            raise ValueError("config.eval.judge='exact' needs the synthetic corpus (config.data.name)")
+        from discrete_diffusion.evaluation import exact_judge
+
+        chain = data.info["chain"]
+
+        def exact(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
+            r = exact_judge.markov_judge(chain, tokens)
+            return {"gen_ppl": r["gen_ppl"], "judge_nll_per_token": r["nll_per_token"],
+                    "true_ppl": r["true_ppl"], "gap": r["gap"], "gap_se": r["gap_se"],
+                    "frac_impossible": r["frac_impossible"]}  # > 0: gen_ppl is infinite
+
+        return exact
+    from discrete_diffusion import train
+    from discrete_diffusion.evaluation import judge as judge_lib
+
+    if name == "smollm2":
+        model = judge_lib.load_smollm2_judge()
+    else:  # 'ar:WORKDIR'
+        ar_workdir = name[len("ar:"):]
+        model = judge_lib.load_ar_judge(train.load_config(ar_workdir), ar_workdir)
+
+    def text_judge(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
+        r = judge_lib.generative_perplexity(model, texts)
+        return {"gen_ppl": r["ppl"], "judge_nll_per_token": r["nll_per_token"],
+                "judge_tokens": float(np.sum(r["num_tokens"])), "judge_empty": float(r["num_empty"])}
+
+    return text_judge
+
+
+def make_stats(data: Any) -> Stats:
+    """Text statistics of samples on the model's own tokens (`text_stats.summarize`, cut at EOS)."""
+    from discrete_diffusion.evaluation import text_stats
+
+    eos = data.tokenizer.eos_id
+
+    def stats(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
+        s = text_stats.summarize(tokens, eos_id=eos)
+        return {k: s[k] for k in ("unigram_entropy", "unigram_entropy_se", "distinct_2",
+                                  "corpus_distinct_2", "repetition_4", "mean_length")}
+
+    return stats
+
+
+def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: str,
+                      judge: Judge | None | str = "config",
+                      log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Runs the sweep of `config.eval` on `params` of a trained experiment and writes
+    out_dir/frontier.{csv,json} and the plots; returns the rows. `judge`: 'config' builds the
+    judge of config.eval.judge (`make_judge`); or pass one already built (or None)."""
+    from discrete_diffusion import sharding
+
+    seq_len = int(data.seq_len)
+    points = grid(config, seq_len)
+
+    def generate(sampler: Any, key: jax.Array, n: int) -> tuple[np.ndarray, int]:
+        res = exp.generate(params, key, n, seq_len, sampler=sampler)
+        return sharding.to_host(res.tokens), res.nfe
+
+    def decode(row: np.ndarray) -> str:
+        return data.tokenizer.decode(row.tolist())
+
+    rows = run_sweep(generate, decode, points, config.sampler, int(config.eval.num_samples),
+                     make_judge(config, data) if judge == "config" else judge, make_stats(data),
+                     int(config.eval.get("seed", 0)), log)
+    if jax.process_index() == 0:
+        write_rows(rows, out_dir)
+        title = (f"{config.process.name} diffusion, {data.info.get('name', config.data.name)}, "
+                 f"judge {judge_name(config, data)}")
+        plot(rows, out_dir, title)
+    return rows
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import flags
+
+    from discrete_diffusion import train
+
+    del argv
+    FLAGS = flags.FLAGS
+    config = FLAGS.config
+    if config is None:
+        config = train.load_config(FLAGS.workdir)
+    config, data, exp, state = train.load_state(config, FLAGS.workdir)
+    out_dir = os.path.join(FLAGS.workdir, "eval")
+    frontier_of_state(config, data, exp, state.ema_params, out_dir)
+    print(f"wrote {out_dir}/frontier.csv, frontier.json, frontier_unigram_entropy.png, "
+          "frontier_nfe.png")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Training config (default: workdir/config.json).",
+                                    lock_config=False)
+    flags.DEFINE_string("workdir", None, "A training run's --workdir.")
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)
