@@ -20,9 +20,9 @@ approximate parallel variant) so that it too spans the NFE axis. The other field
 `config.sampler` (kappa schedules, bridges, corrector settings) apply to every point.
 
     python -m discrete_diffusion.evaluation.frontier --config=configs/shakespeare_absorbing.py \\
-        --workdir=runs/shakespeare_absorbing [--config.eval.num_samples=64 ...]
+        --workdir=runs/shakespeare_absorbing [--out_dir=DIR] [--config.eval.judge=ar:runs/shakespeare_ar ...]
 
-writes workdir/eval/frontier.{csv,json} and frontier_entropy.png, frontier_nfe.png; `python -m
+writes workdir/eval/ (or --out_dir) frontier.{csv,json} and frontier_entropy.png, frontier_nfe.png; `python -m
 discrete_diffusion.main --mode=eval` runs it after the likelihood (when config.eval.frontier).
 """
 
@@ -225,9 +225,10 @@ def write_rows(rows: list[dict[str, Any]], out_dir: str, name: str = "frontier")
 
 
 def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = "frontier") -> list[str]:
-    """Two PNGs: y = generative perplexity (log scale) against x = mean unigram entropy, and
-    against NFE (log scale); one colour per sampler, one marker per sweep, float32 points hollow.
-    Without a judge (no 'gen_ppl'), entropy against NFE only."""
+    """Two PNGs: y = generative perplexity (log scale) against x = mean unigram entropy (every
+    sweep; each point labelled with its swept value: NFE, temperature or top_p), and against NFE
+    (log scale; the steps sweeps). One colour per sampler, one marker per sweep, float32 points
+    hollow on dashed lines. Without a judge (no 'gen_ppl'), entropy against NFE only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,21 +245,30 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
     axes_spec = [(*entropy, False), ("nfe", "network calls (NFE)", True)]
     if not has_ppl:
         axes_spec = axes_spec[1:]
+    swept = {"steps": "num_steps", "temperature": "temperature", "top_p": "top_p"}
     for x_key, x_label, log_x in axes_spec:
-        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        fig, ax = plt.subplots(figsize=(7.2, 5.4))
         for s in samplers:
             for sweep, marker in markers.items():
+                if x_key == "nfe" and sweep != "steps":  # the other sweeps sit at one NFE
+                    continue
                 for cat in ("exact", "float32"):
                     pts = [r for r in rows if r["sampler"] == s and r["sweep"] == sweep
                            and r["categorical"] == cat and _finite(r.get(y_key))
                            and _finite(r.get(x_key))]
                     if not pts:
                         continue
-                    pts.sort(key=lambda r: r[x_key])
+                    pts.sort(key=lambda r: (r[swept[sweep]], r["nfe"]))  # along the swept value
                     face = colours[s] if cat == "exact" else "none"
-                    ax.plot([r[x_key] for r in pts], [r[y_key] for r in pts], marker=marker,
-                            color=colours[s], markerfacecolor=face, linestyle="-", alpha=0.8,
+                    xs, ys = [r[x_key] for r in pts], [r[y_key] for r in pts]
+                    ax.plot(xs, ys, marker=marker, color=colours[s], markerfacecolor=face,
+                            linestyle="-" if cat == "exact" else "--", alpha=0.8,
                             label=f"{s}, {sweep}" + ("" if cat == "exact" else ", float32"))
+                    if x_key != "nfe":  # label each point with its swept value
+                        for r, x, y in zip(pts, xs, ys, strict=True):
+                            value = r["nfe"] if sweep == "steps" else r[swept[sweep]]
+                            ax.annotate(f"{value:g}", (x, y), fontsize=6, color=colours[s],
+                                        xytext=(3, 3), textcoords="offset points")
         if ax.lines:  # infinite perplexities (impossible samples under an exact judge) are left out
             if log_x:
                 ax.set_xscale("log")
@@ -306,9 +316,13 @@ def make_judge(config: Any, data: Any) -> Judge | None:
 
         def exact(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
             r = exact_judge.markov_judge(chain, tokens)
-            return {"gen_ppl": r["gen_ppl"], "judge_nll_per_token": r["nll_per_token"],
-                    "true_ppl": r["true_ppl"], "gap": r["gap"], "gap_se": r["gap_se"],
-                    "frac_impossible": r["frac_impossible"]}  # > 0: gen_ppl is infinite
+            nll = exact_judge.sequence_nll(chain, tokens)  # [N]
+            possible = nll[np.isfinite(nll)]
+            # frac_impossible > 0 makes gen_ppl infinite; gen_ppl_possible leaves those samples out
+            ppl_possible = math.exp(possible.mean() / tokens.shape[1]) if possible.size else math.nan
+            return {"gen_ppl": r["gen_ppl"], "gen_ppl_possible": ppl_possible,
+                    "judge_nll_per_token": r["nll_per_token"], "true_ppl": r["true_ppl"],
+                    "gap": r["gap"], "gap_se": r["gap_se"], "frac_impossible": r["frac_impossible"]}
 
         return exact
     from discrete_diffusion import train
@@ -382,7 +396,7 @@ def main(argv: Sequence[str]) -> None:
     if config is None:
         config = train.load_config(FLAGS.workdir)
     config, data, exp, state = train.load_state(config, FLAGS.workdir)
-    out_dir = os.path.join(FLAGS.workdir, "eval")
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval")
     frontier_of_state(config, data, exp, state.ema_params, out_dir)
     print(f"wrote {out_dir}/frontier.csv, frontier.json, frontier_unigram_entropy.png, "
           "frontier_nfe.png")
@@ -395,5 +409,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Training config (default: workdir/config.json).",
                                     lock_config=False)
     flags.DEFINE_string("workdir", None, "A training run's --workdir.")
+    flags.DEFINE_string("out_dir", None, "Where the files go (default: workdir/eval).")
     flags.mark_flags_as_required(["workdir"])
     app.run(main)
