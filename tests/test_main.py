@@ -76,8 +76,12 @@ def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):
     # after 3 steps some samples are impossible under the true chain: infinite perplexity
     assert summary["gen_ppl"] > summary["true_ppl"] and 0 <= summary["frac_impossible"] <= 1
     rows = json.loads((tmp_path / "eval" / "frontier.json").read_text())
-    # per sampler: steps 2, 4; temperatures 0.5, 1 and top_p 1 at config.sampler.num_steps = 4
-    assert len(rows) == 2 * 5
+    # the held-out data, then per sampler: steps 2, 4; temperatures 0.5, 1 and top_p 1 at
+    # config.sampler.num_steps = 4
+    assert len(rows) == 1 + 2 * 5 and rows[0]["sampler"] == "data" and rows[0]["nfe"] == 0
+    # exact samples of the chain: the true generator's perplexity on them is finite
+    assert rows[0]["frac_impossible"] == 0 and rows[0]["gen_ppl"] < 2 * rows[0]["true_ppl"]
+    rows = rows[1:]
     fhs = [r for r in rows if r["sampler"] == "first_hitting"]
     assert {r["nfe"] for r in fhs if r["sweep"] == "steps"} == {2, 4}  # ceil(16 / steps) per call
     assert all(r["nfe"] == 16 for r in fhs if r["sweep"] == "temperature")  # one token per call
@@ -99,7 +103,7 @@ def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=240,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(json.loads((tmp_path / "eval" / "frontier.json").read_text())) == 5
+    assert len(json.loads((tmp_path / "eval" / "frontier.json").read_text())) == 1 + 5
 
 
 def test_sigterm_saves_a_checkpoint_and_training_resumes(tmp_path):

@@ -20,10 +20,13 @@ approximate parallel variant) so that it too spans the NFE axis. The other field
 `config.sampler` (kappa schedules, bridges, corrector settings) apply to every point.
 
     python -m discrete_diffusion.evaluation.frontier --config=configs/shakespeare_absorbing.py \\
-        --workdir=runs/shakespeare_absorbing [--out_dir=DIR] [--config.eval.judge=ar:runs/shakespeare_ar ...]
+        --workdir=runs/shakespeare_absorbing [--out_dir=DIR] \\
+        [--config.eval.judge=ar:runs/shakespeare_ar ...]
 
-writes workdir/eval/ (or --out_dir) frontier.{csv,json} and frontier_entropy.png, frontier_nfe.png; `python -m
-discrete_diffusion.main --mode=eval` runs it after the likelihood (when config.eval.frontier).
+writes workdir/eval/ (or --out_dir) frontier.{csv,json} (the first row holds the held-out data's
+own statistics and perplexity, `data_row`: the reference point, a black star in the plot),
+frontier_unigram_entropy.png and frontier_nfe.png; `python -m discrete_diffusion.main
+--mode=eval` runs it after the likelihood (when config.eval.frontier).
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
     has_ppl = any("gen_ppl" in r for r in rows)
     entropy = ("unigram_entropy", "mean unigram entropy (nats)")
     y_key, y_label = ("gen_ppl", "generative perplexity") if has_ppl else entropy
-    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows if r["sampler"] != "data"))
     colours = {s: plt.get_cmap("tab10")(i) for i, s in enumerate(samplers)}
     markers = {"steps": "o", "temperature": "s", "top_p": "^"}
     paths = []
@@ -269,6 +272,11 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
                             value = r["nfe"] if sweep == "steps" else r[swept[sweep]]
                             ax.annotate(f"{value:g}", (x, y), fontsize=6, color=colours[s],
                                         xytext=(3, 3), textcoords="offset points")
+        for r in rows:  # held-out data: the reference point (entropy plot only)
+            if r["sampler"] == "data" and x_key != "nfe" and _finite(r.get(y_key)) and _finite(
+                    r.get(x_key)):
+                ax.plot([r[x_key]], [r[y_key]], marker="*", markersize=14, color="black",
+                        linestyle="none", label="held-out data")
         if ax.lines:  # infinite perplexities (impossible samples under an exact judge) are left out
             if log_x:
                 ax.set_xscale("log")
@@ -356,6 +364,27 @@ def make_stats(data: Any) -> Stats:
     return stats
 
 
+def data_row(data: Any, num_samples: int, judge: Judge | None, stats: Stats) -> dict[str, Any]:
+    """The reference point: the same statistics and judge on `num_samples` held-out sequences
+    (sampler 'data'; NFE 0). A sampler's point can only be judged against it: a perplexity below
+    the data's at a lower entropy is a sign of low-temperature sampling, not of quality."""
+    rows = []
+    for batch in data.eval_batches():
+        valid = batch.get("valid", np.ones(len(batch["tokens"]), bool))
+        rows.extend(np.asarray(batch["tokens"])[valid])
+        if len(rows) >= num_samples:
+            break
+    tokens = np.stack(rows[:num_samples])
+    texts = [data.tokenizer.decode(row.tolist()) for row in tokens]
+    row: dict[str, Any] = {"sampler": "data", "sweep": "data", "nfe": 0,
+                           "num_samples": int(tokens.shape[0])}
+    row.update(stats(tokens, texts))
+    if judge is not None:
+        row.update(judge(tokens, texts))
+    row["example"] = texts[0][:200]
+    return row
+
+
 def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: str,
                       judge: Judge | None | str = "config",
                       log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -374,9 +403,13 @@ def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: st
     def decode(row: np.ndarray) -> str:
         return data.tokenizer.decode(row.tolist())
 
-    rows = run_sweep(generate, decode, points, config.sampler, int(config.eval.num_samples),
-                     make_judge(config, data) if judge == "config" else judge, make_stats(data),
-                     int(config.eval.get("seed", 0)), log)
+    judge = make_judge(config, data) if judge == "config" else judge
+    stats, n = make_stats(data), int(config.eval.num_samples)
+    reference = data_row(data, n, judge, stats)
+    log("[frontier] held-out data: " + ", ".join(
+        f"{k}={_fmt(reference[k])}" for k in ("gen_ppl", "unigram_entropy") if k in reference))
+    rows = [reference] + run_sweep(generate, decode, points, config.sampler, n, judge, stats,
+                                   int(config.eval.get("seed", 0)), log)
     if jax.process_index() == 0:
         write_rows(rows, out_dir)
         title = (f"{config.process.name} diffusion, {data.info.get('name', config.data.name)}, "
