@@ -138,7 +138,8 @@ def main(argv):
           f"{1.0 / step_s:.2f} steps/s; {tokens_s:,.0f} tokens/s")
     peak = peak_flops(device.device_kind, FLAGS.peak_tflops)
     achieved = tokens_s * flops_token / jax.device_count()
-    line = f"model FLOPs {flops_token / 1e9:.3f} GFLOP/token; {achieved / 1e12:.1f} TFLOP/s per device"
+    rate = f"{achieved / 1e12:.1f} TFLOP/s" if achieved >= 1e12 else f"{achieved / 1e9:.1f} GFLOP/s"
+    line = f"model FLOPs {flops_token / 1e9:.4g} GFLOP/token; {rate} per device"
     if peak:
         line += f"; MFU {100 * achieved / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s (bf16 peak)"
     print(line)
