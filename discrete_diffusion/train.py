@@ -105,8 +105,8 @@ class Experiment:
         self.mesh = sharding.make_mesh(config, devices)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        abstract = jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
-        self.state_shardings = sharding.state_shardings(self.mesh, abstract)
+        self._abstract = jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
+        self.state_shardings = sharding.state_shardings(self.mesh, self._abstract)
         self.param_shardings = self.state_shardings.params
         self.lr_fn = learning_rate_schedule(config.training)
         self._train_step = jax.jit(
@@ -127,8 +127,7 @@ class Experiment:
 
     def abstract_state(self) -> TrainState:
         """ShapeDtypeStructs of the state with this mesh's shardings (a checkpoint restore target)."""
-        abstract = jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))
-        return sharding.abstract_with_shardings(abstract, self.state_shardings)
+        return sharding.abstract_with_shardings(self._abstract, self.state_shardings)
 
     def _init_impl(self, key: jax.Array) -> TrainState:
         k_init, k_state = jax.random.split(key)
@@ -573,16 +572,6 @@ def load_state(config: Any, workdir: str, devices: list | None = None):
     return config, data, exp, state
 
 
-def evaluate_checkpoint(config: Any, workdir: str) -> dict[str, float]:
-    config, data, exp, state = load_state(config, workdir)
-    ev = exp.evaluate(state.ema_params, data.eval_batches(int(config.training.eval_batches)),
-                      int(config.training.seed))
-    writer = MetricWriter(workdir)
-    writer.write(int(state.step), ev, prefix="eval")
-    writer.close()
-    return ev
-
-
 def sample_checkpoint(config: Any, workdir: str) -> list[str]:
     config, data, exp, state = load_state(config, workdir)
     return sample_and_write(exp, data, state.ema_params, workdir, int(state.step),
@@ -590,7 +579,7 @@ def sample_checkpoint(config: Any, workdir: str) -> list[str]:
 
 
 __all__ = [
-    "Experiment", "MetricWriter", "TrainState", "checkpoint_manager", "evaluate_checkpoint",
+    "Experiment", "MetricWriter", "TrainState", "checkpoint_manager",
     "learning_rate_schedule", "load_config", "load_state", "make_optimizer", "restore_checkpoint",
     "sample_checkpoint", "save_checkpoint", "setup", "train_and_evaluate",
 ]
