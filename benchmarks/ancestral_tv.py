@@ -2,7 +2,7 @@
 
     python benchmarks/ancestral_tv.py [--num_samples 20000] [--steps 100]
 
-Toy law: K = 3 classes, L = 2 positions (tests/oracle.py). Prints the TV of each sampler's empirical
+Toy law: K = 3 classes, L = 2 positions (testing/oracle.py). Prints the TV of each sampler's empirical
 law to the true law, the mean TV of an exact multinomial sample of the same size (the floor), their
 ratio and the NFE.
 """
@@ -10,17 +10,13 @@ ratio and the NFE.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
 import jax
 import ml_collections
 import numpy as np
 
 import discrete_diffusion as dd
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import oracle  # noqa: E402
+from discrete_diffusion.testing import oracle
 
 SAMPLERS = [
     ("masked", "denoiser", "loo_plugin"),

@@ -1,4 +1,4 @@
-"""Measured bias of the approximate samplers on the toy law (exact model from tests/oracle.py).
+"""Measured bias of the approximate samplers on the toy law (exact model: testing/oracle.py).
 
     python benchmarks/approximate_samplers_tv.py [--num_samples 20000] [--steps 100]
 
@@ -10,17 +10,13 @@ these samplers are biased only through the factorized (per-position independent)
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
 import jax
 import ml_collections
 import numpy as np
 
 import discrete_diffusion as dd
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import oracle  # noqa: E402
+from discrete_diffusion.testing import oracle
 
 CASES = [
     ("masked", "psi", {"kappa": 1.0}),

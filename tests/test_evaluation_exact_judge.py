@@ -6,11 +6,11 @@ import itertools
 import math
 
 import numpy as np
-import oracle
 import pytest
 
 from discrete_diffusion.data.synthetic import MarkovChain, stationary_distribution
 from discrete_diffusion.evaluation import exact_judge as ej
+from discrete_diffusion.testing import oracle
 
 CHAIN = MarkovChain.random(16, support=4, concentration=0.5, seed=0)
 N, L = 4000, 32

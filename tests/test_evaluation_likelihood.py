@@ -8,7 +8,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
@@ -16,6 +15,7 @@ from discrete_diffusion import losses
 from discrete_diffusion.data.synthetic import MarkovChain
 from discrete_diffusion.evaluation import likelihood
 from discrete_diffusion.models.transformer import ar_inputs
+from discrete_diffusion.testing import oracle
 
 K, L = 3, 2
 T_MIN = 1e-4

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion import losses
+from discrete_diffusion.testing import oracle
 
 K, L = 3, 2
 

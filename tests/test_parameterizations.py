@@ -2,11 +2,11 @@
 
 import jax.numpy as jnp
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion import parameterizations as conv
+from discrete_diffusion.testing import oracle
 
 CASES = [(name, K, L, t) for name in ("masked", "uniform") for (K, L) in ((3, 2), (2, 3))
          for t in (0.15, 0.5, 0.9)]

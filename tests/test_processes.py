@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
+from discrete_diffusion.testing import oracle
 
 
 @pytest.mark.parametrize("name", ["masked", "uniform"])

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion import losses
+from discrete_diffusion.testing import oracle
 
 K, L = 3, 2
 P0 = oracle.toy_law(K, L, seed=1)

@@ -4,10 +4,10 @@ floor of their sample size; the plug-in bridge fed the denoiser stays biased (un
 import jax
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
+from discrete_diffusion.testing import oracle
 
 K, L, N = 3, 2, 20_000
 P0 = oracle.toy_law(K, L, seed=1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from oracle import empirical_law, expected_tv_floor, total_variation, toy_law
 
 from discrete_diffusion.sampling.autoregressive import generate_autoregressive
+from discrete_diffusion.testing.oracle import empirical_law, expected_tv_floor, total_variation, toy_law
 
 
 def exact_ar_logits_fn(p0: np.ndarray):

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 from scipy import stats
 
 import discrete_diffusion as dd
 from discrete_diffusion.sampling import first_hitting
+from discrete_diffusion.testing import oracle
 
 P0 = oracle.toy_law(3, 2, seed=1)
 

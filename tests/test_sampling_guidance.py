@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion.sampling import guidance
+from discrete_diffusion.testing import oracle
 
 K, L, N = 3, 2, 20_000
 P_Y = np.array([0.4, 0.6])

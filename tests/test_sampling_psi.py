@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion.sampling import psi
+from discrete_diffusion.testing import oracle
 
 K = 4
 

@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import oracle
 import pytest
 
 import discrete_diffusion as dd
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.sampling import ancestral, score
+from discrete_diffusion.testing import oracle
 
 K, L, N = 3, 2, 20_000
 P0 = oracle.toy_law(K, L, seed=1)
