@@ -104,3 +104,50 @@ def test_remdm_conf_remasks_low_confidence_tokens_first():
     expect = weights / weights.sum() * float(psi.sigma_max(proc, t, s)[0])
     np.testing.assert_allclose(sigma[[0, 1, 3]], expect, atol=1e-6)
     assert kappa[2] == 1.0 and sigma[1] > sigma[3] > sigma[0]
+
+
+def _remdm_loop_alpha(u, t_on=0.55, t_off=0.05, alpha_on=0.9):
+    """ReMDM's alpha at grid fraction u (remdm/diffusion.py 'remdm-loop'), the defining formula."""
+    if u >= t_on:
+        return alpha_on * (1 - u) / (1 - t_on)
+    if u <= t_off:
+        return 1 - u * (1 - alpha_on) / t_off
+    return alpha_on
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine", "loglinear"])
+def test_remdm_loop_holds_alpha_on_between_t_on_and_t_off(schedule_name):
+    """Defaults (ReMDM): hold at alpha_on = 0.9 for the grid fractions u in [t_off, t_on] = [0.05, 0.55],
+    with sigma = eta; alpha linear in u from 0 before and up to 1 after. (The hold used to be
+    at t = 0.55, i.e. alpha = 0.45 with the linear schedule, for 60% of the steps.)"""
+    n = 100
+    proc = dd.processes.masked(3, dd.schedules.get(schedule_name))
+    settings = {**dd.sampling.SAMPLER_DEFAULTS, **psi.DEFAULTS, "num_steps": n,
+                "kappa_schedule": "remdm_loop"}
+    assert (settings["alpha_on"], settings["t_on"], settings["t_off"]) == (0.9, 0.55, 0.05)
+    t, s, kappa = (np.asarray(a) for a in psi.schedule(proc, settings))
+    u = 1 - np.arange(n + 1) / n
+    expected = np.array([_remdm_loop_alpha(v) for v in u])
+    alpha_grid = np.concatenate([np.asarray(proc.alpha(t)), np.asarray(proc.alpha(s[-1:]))])
+    floor = float(proc.alpha(1.0))  # 'loglinear' never reaches alpha = 0
+    np.testing.assert_allclose(alpha_grid, np.maximum(expected, floor), atol=2e-5)
+    assert t[0] == 1.0 and s[-1] == 0.0 and np.all(s <= t)
+    hold = (np.arange(n) >= 45) & (np.arange(n) < 95)  # steps with u_j, u_{j+1} in [0.05, 0.55]
+    np.testing.assert_array_equal(t[hold], s[hold])
+    np.testing.assert_allclose(np.asarray(proc.alpha(t[hold])), 0.9, atol=2e-6)
+    np.testing.assert_allclose(kappa[hold], 1 - 0.02 / (1 - 0.9), atol=1e-5)  # sigma = eta
+    assert np.all(kappa[~hold] == 1.0)
+
+
+def test_remdm_loop_fields_move_the_phases():
+    proc = dd.processes.masked(3)
+    settings = {**dd.sampling.SAMPLER_DEFAULTS, **psi.DEFAULTS, "num_steps": 20,
+                "kappa_schedule": "remdm_loop", "t_on": 0.5, "t_off": 0.2, "alpha_on": 0.8, "eta": 0.1}
+    t, s, kappa = (np.asarray(a) for a in psi.schedule(proc, settings))
+    held = np.flatnonzero(t == s)
+    np.testing.assert_array_equal(held, np.arange(10, 16))
+    np.testing.assert_allclose(1 - t[held], 0.8, atol=1e-6)
+    np.testing.assert_allclose(kappa[held], 1 - 0.1 / 0.2, atol=1e-6)
+    for field, value in [("t_off", 0.7), ("alpha_on", 1.0)]:
+        with pytest.raises(ValueError, match=f"config.sampler.{field}"):
+            psi.schedule(proc, {**settings, field: value})

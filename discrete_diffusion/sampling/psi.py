@@ -19,12 +19,30 @@ for kappa < 0). Schedules
                      middle_frac and the remaining fraction of the steps;
   * 'remdm_cap'      sigma = min(eta, sigma_max), sigma_max = min(1, (1 - alpha_s)/alpha_t);
   * 'remdm_rescale'  sigma = eta sigma_max;
-  * 'remdm_loop'     ReMDM-loop: t goes 1 -> t_on over high_frac of the steps with kappa = 1,
-                     holds t = t_on for middle_frac of the steps with sigma = eta (pure
-                     correction at fixed noise, s = t), then t_on -> 0 with kappa = 1;
+  * 'remdm_loop'     ReMDM-loop (equation (2) below): alpha rises 0 -> alpha_on, is held at
+                     alpha_on with sigma = eta (pure correction at fixed noise, s = t), then
+                     rises alpha_on -> 1; kappa = 1 outside the hold;
   * 'remdm_conf'     ReMDM-conf (masked only): per position sigma^i = eta_conf^i sigma_max with
                      eta_conf = softmax over the unmasked positions of -psi^i, psi^i the denoiser's
                      probability of token i when it was unmasked (masked positions: sigma = 0).
+
+ReMDM-loop (Wang et al. 2025, section 4 and remdm/diffusion.py 'remdm-loop'). With u = 1 - j/n
+the step grid (j = 0..n, the fraction of the steps still to go), t_on > t_off fractions of that
+grid and alpha_on the hold level (ReMDM's defaults t_on = 0.55, t_off = 0.05, alpha_on = 0.9;
+Duo II's loop recipe 'linear-constant-linear-0.9-inv' with high_frac 0.45 / middle_frac 0.5 is the
+same hold level and phases):
+
+    alpha(u) = alpha_on (1 - u) / (1 - t_on)           u >= t_on            (MDLM, kappa = 1)
+             = alpha_on                                 t_off <= u <= t_on   (ReMDM, sigma = eta)
+             = 1 - (1 - alpha_on) u / t_off             u <= t_off           (MDLM, kappa = 1)      (2)
+
+The phase boundaries are rounded to the nearest step (head round((1 - t_on) n) steps, hold
+round((t_on - t_off) n) steps, as Duo II's code does with its fractions); ReMDM's code instead
+switches phase at the first grid time <= t_on, which differs by at most one step. The network
+and the bridges read the process's own time, t = schedule.inverse(alpha(u)) (clipped to [0, 1]),
+so (2) fixes the alpha path for any schedule; ReMDM prescribes alpha directly (for the 'linear'
+schedule, alpha = 1 - t, it is also linear in t, as Duo II's time profile is for every schedule).
+During the hold, s = t and the step is (1) with kappa = 1 - eta/(1 - alpha_on) (kappa_from_sigma).
 """
 
 from __future__ import annotations
@@ -50,7 +68,9 @@ DEFAULTS = {
     "high_frac": 0.2,
     "middle_frac": 0.6,
     "eta": 0.02,
-    "t_on": 0.55,
+    "t_on": 0.55,  # remdm_loop: grid fraction where the hold starts (ReMDM's t_on)
+    "t_off": 0.05,  # remdm_loop: grid fraction where the hold ends (ReMDM's t_off)
+    "alpha_on": 0.9,  # remdm_loop: the hold level, in alpha (ReMDM's alpha_on; Duo II's 0.9-inv)
 }
 
 
@@ -105,29 +125,45 @@ def kappa_from_sigma(proc: InterpolatingProcess, t: Array, s: Array, sigma: Arra
     return kappa if proc.mask_id is not None else jnp.clip(kappa, 0.0, 1.0)
 
 
+def loop_alphas(num_steps: int, t_on: float, t_off: float, alpha_on: float) -> tuple[Array, int, int]:
+    """ReMDM-loop's alpha on the step grid, equation (2): (alpha `[num_steps + 1]`, n_head, n_hold).
+
+    alpha[0] = 0, alpha[n_head : n_head + n_hold + 1] = alpha_on, alpha[num_steps] = 1.
+    """
+    if not 0.0 <= t_off <= t_on <= 1.0:
+        raise ValueError(f"config.sampler.t_off={t_off!r} and config.sampler.t_on={t_on!r} must satisfy "
+                         "0 <= t_off <= t_on <= 1 (fractions of the step grid)")
+    if not 0.0 < alpha_on < 1.0:
+        raise ValueError(f"config.sampler.alpha_on={alpha_on!r} must be in (0, 1)")
+    n_head = int(round((1.0 - t_on) * num_steps))
+    n_hold = min(int(round((t_on - t_off) * num_steps)), num_steps - n_head)
+    n_tail = num_steps - n_head - n_hold
+    head = jnp.linspace(0.0, alpha_on, n_head + 1)
+    hold = jnp.full((n_hold,), alpha_on)
+    tail = jnp.linspace(alpha_on, 1.0, n_tail + 1)[1:]
+    return jnp.concatenate([head, hold, tail]), n_head, n_hold
+
+
 def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, Array]:
     """The (t, s, kappa) of every step, each `[num_steps]`."""
     n = settings["num_steps"]
     name = settings["kappa_schedule"]
     if name not in SCHEDULES:
         raise ValueError(f"config.sampler.kappa_schedule={name!r} is not one of {list(SCHEDULES)}")
+    step = jnp.arange(n)
+    if name == "remdm_loop":
+        alphas, n_head, n_hold = loop_alphas(n, settings["t_on"], settings["t_off"], settings["alpha_on"])
+        grid = jnp.clip(proc.schedule.inverse(alphas), 0.0, 1.0)
+        grid = grid.at[0].set(1.0).at[-1].set(0.0)  # exact ends, whatever the schedule's inverse
+        t, s = grid[:-1], grid[1:]
+        in_loop = (step >= n_head) & (step < n_head + n_hold)
+        # During the loop s = t: sigma = eta remasks, kappa from sigma at alpha_s = alpha_on.
+        kappa = jnp.where(in_loop, kappa_from_sigma(proc, t, s, settings["eta"]), 1.0)
+        return t, s, kappa
     n_high = int(round(settings["high_frac"] * n))
     n_mid = int(round(settings["middle_frac"] * n))
     if not 0 <= n_high + n_mid <= n:
         raise ValueError("config.sampler.high_frac + config.sampler.middle_frac must be <= 1")
-    step = jnp.arange(n)
-    if name == "remdm_loop":
-        t_on = settings["t_on"]
-        n_low = n - n_high - n_mid
-        head = jnp.linspace(1.0, t_on, n_high + 1)
-        hold = jnp.full((n_mid,), t_on)
-        tail = jnp.linspace(t_on, 0.0, n_low + 1)
-        grid = jnp.concatenate([head, hold, tail[1:]])  # n + 1 points
-        t, s = grid[:-1], grid[1:]
-        in_loop = (step >= n_high) & (step < n_high + n_mid)
-        # During the loop s = t: sigma = eta remasks, kappa from sigma at alpha_s = alpha(t_on).
-        kappa = jnp.where(in_loop, kappa_from_sigma(proc, t, s, settings["eta"]), 1.0)
-        return t, s, kappa
     grid = jnp.linspace(1.0, 0.0, n + 1)
     t, s = grid[:-1], grid[1:]
     if name == "constant":
