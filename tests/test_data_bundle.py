@@ -266,3 +266,33 @@ def test_minimal_config_uses_defaults():
     config = ml_collections.ConfigDict({"data": {"name": "digits"}, "training": {"batch_size": 4}})
     b = dd.get_data(config)  # process index/count from jax
     assert b.seq_len == 64 and b.info["process_count"] == 1
+
+
+def test_local_bad_documents_follow_config(tmp_path, text_folder, caplog):
+    (text_folder / "zz_bad.txt").write_bytes(b"fine text \xff more")
+    with pytest.raises(ValueError, match=r"zz_bad\.txt \(byte 10\): not valid UTF-8"):
+        get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=16))
+    config = make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=16,
+                         on_bad_document="skip")
+    with caplog.at_level("WARNING"):
+        b = get(config)
+    assert "zz_bad.txt (byte 10)" in caplog.text
+    assert b.info["train_documents"] + b.info["validation_documents"] == len(TEXTS)
+    with pytest.raises(ValueError, match=r"config\.data\.on_bad_document='ignore'"):
+        get(make_config(name="local", data_dir=str(text_folder), on_bad_document="ignore"))
+    with pytest.raises(ValueError, match=r"001\.txt \(byte 64\): document of 97 bytes"):
+        get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=16,
+                        max_document_bytes=64, on_bad_document="error"))
+
+
+def test_training_batches_are_checked_on_the_host(text_folder, monkeypatch):
+    """A tokenizer that emits an id outside its vocabulary is caught before the train step."""
+    real = tl.encode_documents
+
+    def faulty(tok, texts):
+        return [np.concatenate([d, [tok.vocab_size + 3]]) for d in real(tok, texts)]
+
+    monkeypatch.setattr(tl, "encode_documents", faulty)
+    b = get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=16))
+    with pytest.raises(ValueError, match=rf"training batch 'tokens'.*\[0, {b.num_classes}\)"):
+        next(b.train_iter)

@@ -120,3 +120,17 @@ def test_array_examples_checks_lengths():
     ex = pipeline.ArrayExamples({"a": np.arange(3)})
     assert len(ex) == 3 and ex[2] == {"a": 2}
     assert list(itertools.islice(iter(grain.MapDataset.source(ex)), 2)) == [{"a": 0}, {"a": 1}]
+
+
+def test_batches_with_out_of_range_ids_are_refused_on_the_host():
+    # N * L = 150 token ids 0..149; with K = 100 some batch holds an id >= K.
+    it = pipeline.train_iterator(_examples(), global_batch_size=50, seed=0, num_threads=1,
+                                 num_classes=100)
+    with pytest.raises(ValueError, match=r"training batch 'tokens': ids must lie in \[0, 100\)"):
+        next(it)
+    with pytest.raises(ValueError, match=r"evaluation batch 'label': ids must lie in \[0, 10\)"):
+        next(pipeline.eval_iterator(_examples(), global_batch_size=50, num_threads=1,
+                                    num_classes=150, num_labels=10))
+    ok = pipeline.train_iterator(_examples(), global_batch_size=10, seed=0, num_threads=1,
+                                 num_classes=150, num_labels=N)
+    assert next(ok)["tokens"].shape == (10, L)

@@ -20,6 +20,12 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 ``cache_dir``                '~/.cache/discrete_diffusion': trained sentencepiece models
 ``text_field``               'text': field of a .jsonl record holding the document
 ``eval_fraction``            0.05: 'local' without train/ and validation/ subfolders
+``on_bad_document``          'error' (default) | 'skip': 'local' files or .jsonl lines that
+                             cannot be decoded (not UTF-8, not a JSON object, no string
+                             ``text_field``) or exceed ``max_document_bytes``: raise naming the
+                             file, line and byte offset, or skip them with a warning
+``on_empty_document``        'skip' (default, with a warning) | 'error': empty 'local' documents
+``max_document_bytes``       1 GiB (None: no limit): longest 'local' .txt file / .jsonl line
 ``heldout_plays``            ('macbeth', 'the-tempest'): Shakespeare validation plays
 ``seed``                     0: shuffling and synthetic generation
 ``eval_batch_size``          None = ``config.training.batch_size``
@@ -78,7 +84,9 @@ class DataBundle:
     ``train_iter`` yields this process's share of each global batch forever (dicts of numpy:
     ``'tokens'`` int32 ``[B, L]``, plus ``'label'`` int32 ``[B]`` for images or ``'mask'`` bool
     ``[B, L]`` for padded text) and supports ``get_state``/``set_state``. ``eval_batches(max_batches
-    =None)`` returns a fresh finite pass over the validation split. ``num_classes`` is K (the
+    =None)`` returns a fresh finite pass over the validation split. Every batch of both is checked
+    on the host (token ids in ``[0, num_classes)``, labels in ``[0, num_labels)``), so a bad id
+    raises ValueError here rather than reaching the jitted step. ``num_classes`` is K (the
     mask id of the masked process); ``num_labels`` is the number of class labels (images) or
     None. ``info`` holds dataset facts (sizes; for synthetic data the exact ``entropy_rate``,
     ``sequence_entropy`` and the ``chain`` itself).
@@ -110,6 +118,9 @@ def default_data_config() -> ml_collections.ConfigDict:
             "cache_dir": DEFAULT_CACHE_DIR,
             "text_field": "text",
             "eval_fraction": 0.05,
+            "on_bad_document": "error",
+            "on_empty_document": "skip",
+            "max_document_bytes": local_text.DEFAULT_MAX_DOCUMENT_BYTES,
             "heldout_plays": shakespeare.DEFAULT_HELDOUT_PLAYS,
             "seed": 0,
             "eval_batch_size": ph(int),
@@ -287,8 +298,16 @@ def _text_splits(s: _Settings) -> _Splits:
         if not folder:
             raise ValueError("config.data.data_dir must name the folder of .txt/.jsonl files")
         eval_fraction = data.get("eval_fraction", 0.05)
+        options = local_text.ReadOptions(
+            text_field=data.get("text_field", "text"),
+            on_bad_document=data.get("on_bad_document", "error"),
+            on_empty_document=data.get("on_empty_document", "skip"),
+            max_document_bytes=data.get(
+                "max_document_bytes", local_text.DEFAULT_MAX_DOCUMENT_BYTES
+            ),
+        )
         train_txt, valid_txt = local_text.load_splits(
-            folder, text_field=data.get("text_field", "text"), eval_fraction=eval_fraction
+            folder, eval_fraction=eval_fraction, options=options
         )
     if s.tokenizer == "char":
         tok: tok_lib.Tokenizer = tok_lib.CharTokenizer.from_texts(train_txt + valid_txt)
@@ -464,6 +483,8 @@ def get_data(
         process_count=p_count,
         num_threads=s.num_threads,
         prefetch=s.prefetch,
+        num_classes=splits.num_classes,
+        num_labels=splits.num_labels,
     )
 
     n_eval = pipeline.num_eval_batches(
@@ -490,6 +511,8 @@ def get_data(
             pad_last=s.eval_pad_last,
             num_threads=s.num_threads,
             prefetch=s.prefetch,
+            num_classes=splits.num_classes,
+            num_labels=splits.num_labels,
         )
 
     info = {

@@ -2,43 +2,261 @@
 
 Every ``*.txt`` file under the folder (recursively) is one document; every line of every
 ``*.jsonl`` file is one document, its text under ``text_field`` (default ``'text'``). Files are
-read in sorted path order and empty documents are skipped.
+read in sorted path order; blank ``.jsonl`` lines are not documents.
 
 Split: when the folder has ``train/`` and ``validation/`` subfolders, those are the splits.
 Otherwise the last ``max(1, round(eval_fraction * N))`` of the N documents (in the order above)
 form the validation split, so adding files only moves documents at the end.
+
+Bad documents (never dropped silently):
+
+* undecodable: a ``.txt`` file or ``.jsonl`` line that is not UTF-8, a line that is not a JSON
+  object, a record without ``text_field`` or whose ``text_field`` is not a string;
+* oversized: a ``.txt`` file or ``.jsonl`` line of more than ``max_document_bytes`` bytes
+  (``config.data.max_document_bytes``, default 1 GiB; None: no limit), detected before it is
+  read into memory.
+
+``on_bad_document`` (``config.data.on_bad_document``): ``'error'`` (default) raises ValueError
+naming the file, the line (``.jsonl``) and the byte offset of the fault; ``'skip'`` leaves the
+document out and logs a warning listing what was skipped.
+
+Empty documents (an empty ``.txt`` file, a record whose text is ``''``) hold no tokens:
+``on_empty_document`` (``config.data.on_empty_document``): ``'skip'`` (default) leaves them out
+with a warning; ``'error'`` raises ValueError naming them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+BAD_DOCUMENT_ACTIONS = ("error", "skip")
+EMPTY_DOCUMENT_ACTIONS = ("skip", "error")
+DEFAULT_MAX_DOCUMENT_BYTES = 1 << 30
+_MAX_LISTED = 10  # skipped documents named in the warning
+_CHUNK = 1 << 20
 
-def read_documents(folder: str | os.PathLike, text_field: str = "text") -> list[str]:
-    """All non-empty documents under ``folder`` in sorted path order (see module docstring)."""
+
+class BadDocumentError(ValueError):
+    """A document that cannot be used, with its location (the message names the file and byte)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """What to do with bad documents (see the module docstring)."""
+
+    text_field: str = "text"
+    on_bad_document: str = "error"
+    on_empty_document: str = "skip"
+    max_document_bytes: int | None = DEFAULT_MAX_DOCUMENT_BYTES
+
+    def __post_init__(self) -> None:
+        """Validates the fields; errors name the config field and the allowed values."""
+        if self.on_bad_document not in BAD_DOCUMENT_ACTIONS:
+            raise ValueError(
+                f"config.data.on_bad_document={self.on_bad_document!r} is not one of "
+                f"{list(BAD_DOCUMENT_ACTIONS)}"
+            )
+        if self.on_empty_document not in EMPTY_DOCUMENT_ACTIONS:
+            raise ValueError(
+                f"config.data.on_empty_document={self.on_empty_document!r} is not one of "
+                f"{list(EMPTY_DOCUMENT_ACTIONS)}"
+            )
+        m = self.max_document_bytes
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(
+                f"config.data.max_document_bytes must be None or an integer >= 1, got {m!r}"
+            )
+        if not isinstance(self.text_field, str) or not self.text_field:
+            raise ValueError(
+                f"config.data.text_field must be a non-empty string, got {self.text_field!r}"
+            )
+
+
+_SKIP_HINT = (
+    "; fix or remove it, or set config.data.on_bad_document='skip' (allowed: "
+    f"{list(BAD_DOCUMENT_ACTIONS)}) to skip such documents with a warning"
+)
+_EMPTY_HINT = (
+    "; config.data.on_empty_document='skip' (allowed: "
+    f"{list(EMPTY_DOCUMENT_ACTIONS)}) skips empty documents with a warning"
+)
+
+
+class _Collector:
+    """Applies the options to each fault: raise, or remember it for one warning at the end."""
+
+    def __init__(self, options: ReadOptions):
+        self.options = options
+        self.skipped: list[str] = []
+
+    def bad(self, where: str, reason: str) -> None:
+        """An undecodable or oversized document."""
+        if self.options.on_bad_document == "error":
+            raise BadDocumentError(f"{where}: {reason}{_SKIP_HINT}")
+        self.skipped.append(f"{where}: {reason}")
+
+    def empty(self, where: str) -> None:
+        """An empty document."""
+        if self.options.on_empty_document == "error":
+            raise BadDocumentError(f"{where}: empty document{_EMPTY_HINT}")
+        self.skipped.append(f"{where}: empty document")
+
+    def warn(self, folder: Path | str) -> None:
+        """One warning naming the skipped documents (the first few) and their number."""
+        if not self.skipped:
+            return
+        listed = "; ".join(self.skipped[:_MAX_LISTED])
+        more = len(self.skipped) - _MAX_LISTED
+        logging.warning(
+            "skipped %d document(s) under %s (config.data.on_bad_document=%r, "
+            "on_empty_document=%r): %s%s",
+            len(self.skipped), folder, self.options.on_bad_document,
+            self.options.on_empty_document, listed, f"; and {more} more" if more > 0 else "",
+        )
+
+
+def _decode(raw: bytes, where: str, base: int, collector: _Collector) -> str | None:
+    """UTF-8 text of ``raw`` (which starts at byte ``base`` of its file), or None if skipped."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        collector.bad(
+            f"{where} (byte {base + e.start})",
+            f"not valid UTF-8 ({e.reason}: {raw[e.start:e.end]!r})",
+        )
+        return None
+
+
+def _read_txt(path: Path, collector: _Collector) -> str | None:
+    """The document of a ``.txt`` file, or None if it was skipped."""
+    limit = collector.options.max_document_bytes
+    size = path.stat().st_size
+    if limit is not None and size > limit:
+        collector.bad(
+            f"{path} (byte {limit})",
+            f"document of {size} bytes is longer than config.data.max_document_bytes={limit}",
+        )
+        return None
+    text = _decode(path.read_bytes(), str(path), 0, collector)
+    if text == "":
+        collector.empty(str(path))
+        return None
+    return text
+
+
+def _lines(f, limit: int | None) -> Iterator[tuple[int, int, bytes, bool]]:
+    """(line number, byte offset, bytes, oversized) of each line; oversized lines are not kept."""
+    offset, lineno = 0, 0
+    while True:
+        lineno += 1
+        line = f.readline() if limit is None else f.readline(limit + 2)
+        if not line:
+            return
+        start = offset
+        offset += len(line)
+        body = line.rstrip(b"\r\n")
+        if limit is not None and len(body) > limit:
+            while not line.endswith(b"\n"):  # skip the rest of the line, chunk by chunk
+                line = f.readline(_CHUNK)
+                if not line:
+                    break
+                offset += len(line)
+            yield lineno, start, b"", True
+            continue
+        yield lineno, start, body, False
+
+
+def read_jsonl(path: str | os.PathLike, options: ReadOptions | None = None,
+               collector: _Collector | None = None) -> list[str]:
+    """The documents of one ``.jsonl`` file (``options.text_field`` of each line's object).
+
+    Bad and empty documents are handled as ``options`` say (module docstring); with no
+    ``collector`` the skipped ones are logged at the end of this file.
+    """
+    options = options or ReadOptions()
+    own = collector is None
+    collector = collector or _Collector(options)
+    path = Path(path)
+    field = options.text_field
+    docs: list[str] = []
+    with path.open("rb") as f:
+        for lineno, start, raw, oversized in _lines(f, options.max_document_bytes):
+            where = f"{path}:{lineno}"
+            if oversized:
+                collector.bad(
+                    f"{where} (byte {start})",
+                    "line is longer than config.data.max_document_bytes="
+                    f"{options.max_document_bytes}",
+                )
+                continue
+            line = _decode(raw, where, start, collector)
+            if line is None or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                pos = start + len(line[: e.pos].encode("utf-8"))
+                collector.bad(f"{where} (byte {pos})", f"not valid JSON ({e.msg})")
+                continue
+            if not isinstance(record, dict):
+                collector.bad(
+                    f"{where} (byte {start})",
+                    f"a JSON {type(record).__name__}, not an object with field {field!r}",
+                )
+                continue
+            if field not in record:
+                collector.bad(
+                    f"{where} (byte {start})",
+                    f"has no field {field!r} (config.data.text_field; fields present: "
+                    f"{sorted(record)})",
+                )
+                continue
+            text = record[field]
+            if not isinstance(text, str):
+                collector.bad(
+                    f"{where} (byte {start})",
+                    f"field {field!r} (config.data.text_field) holds a "
+                    f"{type(text).__name__}, not a string",
+                )
+                continue
+            if text == "":
+                collector.empty(where)
+                continue
+            docs.append(text)
+    if own:
+        collector.warn(path)
+    return docs
+
+
+def read_documents(
+    folder: str | os.PathLike, text_field: str = "text", *, options: ReadOptions | None = None
+) -> list[str]:
+    """All usable documents under ``folder`` in sorted path order (see module docstring).
+
+    ``options`` (default: ``ReadOptions(text_field)``) says what to do with bad and empty
+    documents; skipped ones are logged in one warning.
+    """
+    options = options or ReadOptions(text_field=text_field)
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ValueError(f"config.data.data_dir={str(folder)!r} is not a folder")
+    collector = _Collector(options)
     docs: list[str] = []
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
     for path in files:
         if path.suffix == ".txt":
-            docs.append(path.read_text(encoding="utf-8"))
-            continue
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if text_field not in record:
-                    raise ValueError(
-                        f"{path}:{lineno} has no field {text_field!r} "
-                        f"(config.data.text_field; fields present: {sorted(record)})"
-                    )
-                docs.append(str(record[text_field]))
-    return [d for d in docs if d]
+            text = _read_txt(path, collector)
+            if text is not None:
+                docs.append(text)
+        else:
+            docs.extend(read_jsonl(path, options, collector))
+    collector.warn(folder)
+    return docs
 
 
 def load_splits(
@@ -46,16 +264,21 @@ def load_splits(
     *,
     text_field: str = "text",
     eval_fraction: float = 0.05,
+    options: ReadOptions | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(train documents, validation documents) of a local folder (see module docstring)."""
+    """(train documents, validation documents) of a local folder (see module docstring).
+
+    ``options`` (default: ``ReadOptions(text_field)``, which then overrides ``text_field``).
+    """
+    options = options or ReadOptions(text_field=text_field)
     folder = Path(folder).expanduser()
     if (folder / "train").is_dir() and (folder / "validation").is_dir():
-        train = read_documents(folder / "train", text_field)
-        valid = read_documents(folder / "validation", text_field)
+        train = read_documents(folder / "train", options=options)
+        valid = read_documents(folder / "validation", options=options)
     else:
         if not 0 < eval_fraction < 1:
             raise ValueError(f"config.data.eval_fraction must lie in (0, 1), got {eval_fraction}")
-        docs = read_documents(folder, text_field)
+        docs = read_documents(folder, options=options)
         if len(docs) < 2:
             raise ValueError(
                 f"config.data.data_dir={str(folder)!r} holds {len(docs)} non-empty documents "

@@ -20,12 +20,15 @@ with ``pad_last=True`` it is filled with copies of example 0 and every eval batc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
 import numpy as np
+
+from discrete_diffusion import checks
 
 Batch = dict[str, np.ndarray]
 
@@ -69,6 +72,19 @@ def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
 
 
+def _checked(
+    ds: grain.MapDataset, num_classes: int | None, num_labels: int | None, what: str
+) -> grain.MapDataset:
+    """``ds`` whose batches are checked on the host: token ids in ``[0, num_classes)`` (and
+    labels in ``[0, num_labels)``); ValueError naming the batch otherwise. None: no check."""
+    if num_classes is None:
+        return ds
+    return ds.map(
+        functools.partial(checks.check_batch, num_classes=num_classes, num_labels=num_labels,
+                          what=what)
+    )
+
+
 def train_iterator(
     examples: grain.MapDataset,
     *,
@@ -78,11 +94,15 @@ def train_iterator(
     process_count: int = 1,
     num_threads: int = 4,
     prefetch: int = 8,
+    num_classes: int | None = None,
+    num_labels: int | None = None,
 ) -> grain.DatasetIterator:
     """Infinite iterator of this process's share of each shuffled global batch.
 
     ``examples``: a ``grain.MapDataset`` of example dicts. Raises ValueError when it holds fewer
-    examples than one global batch.
+    examples than one global batch. With ``num_classes`` (K) every batch is checked on the host
+    before it is returned (``checks.check_batch``): a token id outside ``[0, K)`` (or a label
+    outside ``[0, num_labels)``) raises ValueError, instead of reaching the jitted train step.
     """
     local = check_batch_size(global_batch_size, process_count)
     if len(examples) < global_batch_size:
@@ -93,6 +113,7 @@ def train_iterator(
         )
     ds = examples.shuffle(seed=int(seed) % 2**32).repeat()
     ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
+    ds = _checked(ds, num_classes, num_labels, "training batch")
     return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
 
 
@@ -126,8 +147,13 @@ def eval_iterator(
     pad_last: bool = False,
     num_threads: int = 4,
     prefetch: int = 8,
+    num_classes: int | None = None,
+    num_labels: int | None = None,
 ) -> Iterator[Batch]:
-    """One in-order pass over ``examples`` in this process's share of each global batch."""
+    """One in-order pass over ``examples`` in this process's share of each global batch.
+
+    ``num_classes``/``num_labels``: check every batch on the host, as ``train_iterator`` does.
+    """
     local = check_batch_size(global_batch_size, process_count)
     n_batches = num_eval_batches(
         len(examples), global_batch_size, pad_last=pad_last, max_batches=max_batches
@@ -135,4 +161,5 @@ def eval_iterator(
     total = n_batches * global_batch_size
     ds = _with_valid(examples, total) if pad_last else examples[:total]
     ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
+    ds = _checked(ds, num_classes, num_labels, "evaluation batch")
     return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
