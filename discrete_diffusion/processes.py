@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from discrete_diffusion import schedules
+from discrete_diffusion import checks, schedules
 
 Array = jnp.ndarray
 
@@ -75,11 +75,18 @@ class InterpolatingProcess:
         raise NotImplementedError
 
     def alpha(self, t: Array) -> Array:
-        """alpha_t: probability that a token is still clean at time t."""
+        """alpha_t: probability that a token is still clean at time t.
+
+        Every function of a time (marginals, bridges, the parameterization conversions) goes
+        through here: a concrete ``t`` outside [0, 1] raises ValueError; traced ones (inside jit)
+        are not checked, so jitted code has no host callback.
+        """
+        checks.check_times(t, what=f"t (time of the {self.name} process)")
         return self.schedule.alpha(t)
 
     def dalpha(self, t: Array) -> Array:
-        """d alpha_t / dt."""
+        """d alpha_t / dt (``t`` checked like ``alpha``)."""
+        checks.check_times(t, what=f"t (time of the {self.name} process)")
         return self.schedule.dalpha(t)
 
     def is_noisy(self, x_t: Array) -> Array:

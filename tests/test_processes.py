@@ -62,3 +62,26 @@ def test_from_config_errors_name_the_field():
     proc = dd.processes.from_config(ml_collections.ConfigDict(
         {"name": "masked", "num_classes": 5, "schedule": "poly", "schedule_power": 3.0}))
     assert proc.mask_id == 5 and proc.num_states == 6 and proc.schedule.power == 3.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_times_outside_0_1_are_refused_before_jit(bad):
+    proc = dd.processes.uniform(4)
+    x0 = jnp.array([[0, 3, 1]])
+    t = jnp.array([bad])
+    match = r"t \(time of the uniform process\) must lie in \[0, 1\]"
+    with pytest.raises(ValueError, match=match):
+        proc.alpha(t)
+    with pytest.raises(ValueError, match=match):
+        proc.dalpha(t)
+    with pytest.raises(ValueError, match=match):
+        proc.marginal_probs(x0, t)
+    with pytest.raises(ValueError, match=match):
+        proc.sample_marginal(jax.random.key(0), x0, t)
+    logits = jnp.zeros((1, 3, 4))
+    for convert in (dd.parameterizations.denoiser_to_loo, dd.parameterizations.loo_to_score):
+        with pytest.raises(ValueError, match=match):
+            convert(proc, logits, x0, t)
+    # Traced times are not looked at (no host callback inside jit).
+    jax.jit(proc.alpha)(t)
+    proc.alpha(jnp.array([0.0, 0.5, 1.0]))

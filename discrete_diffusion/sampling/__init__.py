@@ -28,10 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
+from discrete_diffusion import checks, processes
 from discrete_diffusion import parameterizations as params_lib
-from discrete_diffusion import processes
 from discrete_diffusion.sampling import (
     absorbing_uniform,
     ancestral,
@@ -114,11 +113,10 @@ def make_context(
         raise ValueError(
             f"config.model.parameterization={parameterization!r} is not one of {list(params_lib.NAMES)}"
         )
-    if (prompt_tokens is None) != (prompt_mask is None):
-        raise ValueError("prompt_tokens and prompt_mask must be given together")
-    if prompt_tokens is not None:
-        prompt_tokens = jnp.broadcast_to(jnp.asarray(prompt_tokens, jnp.int32), (num_samples, seq_len))
-        prompt_mask = jnp.broadcast_to(jnp.asarray(prompt_mask, bool), (num_samples, seq_len))
+    # Shapes, dtypes and (before jit) prompt ids in [0, K): see checks.check_prompt.
+    prompt_tokens, prompt_mask = checks.check_prompt(
+        prompt_tokens, prompt_mask, num_samples, seq_len, proc.num_classes
+    )
     return Context(
         proc=proc, model_fn=model_fn, parameterization=parameterization,
         settings=sampler_settings(config), num_samples=num_samples, seq_len=seq_len,

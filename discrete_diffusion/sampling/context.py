@@ -13,6 +13,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from discrete_diffusion import checks
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import InterpolatingProcess
 from discrete_diffusion.sampling.categorical import transform_logits
@@ -76,6 +77,7 @@ class Context:
         `inputs`: extra network inputs (e.g. noise=u for 'uniform_absorbing').
         """
         logits = self.model_fn(x_t, t, **inputs)
+        checks.check_logits(logits, x_t.shape, self.proc.num_classes)  # trace time, static
         on = self.settings.get("temperature_on", "output")
         if on == "loo":
             logits = params_lib.to_loo(self.proc, self.parameterization, logits, x_t, t)
