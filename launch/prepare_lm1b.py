@@ -11,7 +11,9 @@ is the hub's train split and ``validation`` its test split (the papers' evaluati
 sentence is one document; padding (``packing='pad'``, seq_len 128) or packing is chosen at
 training time. Copy the folder to the training machines and set ``config.data.data_dir``.
 
-Offline trial: ``--input_jsonl=TRAIN.jsonl,VALID.jsonl`` reads local jsonl files (field ``text``).
+Offline trial: ``--input_jsonl=TRAIN.jsonl,VALID.jsonl`` reads local jsonl files (field ``text``);
+a line that cannot be decoded is named (file, line, byte offset), or skipped with a warning with
+``--on_bad_document=skip`` (see ``discrete_diffusion.data.local_text``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discrete_diffusion.data import prepare, prepared  # noqa: E402
+from discrete_diffusion.data import local_text, prepare, prepared  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -41,13 +43,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--num_proc", type=int, default=8, help="tokenizer processes")
     p.add_argument("--hf_name", default="billion-word-benchmark/lm1b")
     p.add_argument("--input_jsonl", default=None, help="TRAIN.jsonl,VALID.jsonl (local)")
+    local_text.add_flags(p)
     return p.parse_args(argv)
 
 
-def _jsonl(path: str) -> list[str]:
-    """The ``text`` field of every line of a jsonl file."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
+def _jsonl(path: str, args: argparse.Namespace) -> list[str]:
+    """The ``text`` field of every line of a jsonl file (bad lines: see ``local_text``)."""
+    return local_text.read_jsonl(path, local_text.options_from_flags(args))
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, Iterable[str]]:
@@ -55,8 +57,8 @@ def load_splits(args: argparse.Namespace) -> dict[str, Iterable[str]]:
     if args.input_jsonl:
         train_path, valid_path = args.input_jsonl.split(",")
         splits: dict[str, Iterable[str]] = {
-            "train": _jsonl(train_path),
-            "validation": _jsonl(valid_path),
+            "train": _jsonl(train_path, args),
+            "validation": _jsonl(valid_path, args),
         }
     else:
         import datasets

@@ -10,7 +10,9 @@ writes ``DATA_DIR/openwebtext/`` in the format of ``discrete_diffusion.data.arra
 The validation split is the last 100,000 documents (``--num_eval_documents``), the rest is
 train. Copy the folder to the training machines and set ``config.data.data_dir=DATA_DIR``.
 
-Offline trial: ``--input_jsonl=FILE`` reads documents (field ``text``) from a local jsonl file.
+Offline trial: ``--input_jsonl=FILE`` reads documents (field ``text``) from a local jsonl file;
+a line that cannot be decoded is named (file, line, byte offset), or skipped with a warning with
+``--on_bad_document=skip`` (see ``discrete_diffusion.data.local_text``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discrete_diffusion.data import prepare, prepared  # noqa: E402
+from discrete_diffusion.data import local_text, prepare, prepared  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,14 +41,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--num_proc", type=int, default=8, help="tokenizer processes")
     p.add_argument("--hf_name", default="Skylion007/openwebtext")
     p.add_argument("--input_jsonl", default=None, help="local jsonl instead of the hub")
+    local_text.add_flags(p)
     return p.parse_args(argv)
 
 
 def load_texts(args: argparse.Namespace) -> Sequence[str]:
     """All documents, as a random-access sequence of strings."""
     if args.input_jsonl:
-        with open(args.input_jsonl, encoding="utf-8") as f:
-            texts = [json.loads(line)["text"] for line in f if line.strip()]
+        texts = local_text.read_jsonl(args.input_jsonl, local_text.options_from_flags(args))
     else:
         import datasets
 

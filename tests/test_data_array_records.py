@@ -126,3 +126,25 @@ def test_prepare_lm1b_script_offline(tmp_path, no_network):
     ds = prepared.open_prepared("lm1b", tmp_path / "data")
     assert len(ds.documents("train")) == 25 and len(ds.documents("validation")) == 15
     assert ds.special_ids() == {"bos_id": 2, "eos_id": 3, "pad_id": 0}
+
+
+def test_prepare_script_names_a_bad_jsonl_line_or_skips_it(tmp_path, no_network, caplog):
+    src = _jsonl(tmp_path / "owt.jsonl", TEXTS)
+    with src.open("ab") as f:
+        f.write(b'{"text": "broken \xff"}\n{"text": ""}\n')
+    args = [
+        f"--data_dir={tmp_path / 'data'}",
+        f"--input_jsonl={src}",
+        "--tokenizer=sentencepiece",
+        "--vocab_size=40",
+        "--num_eval_documents=10",
+        "--num_proc=1",
+    ]
+    offset = src.stat().st_size - len(b'\xff"}\n{"text": ""}\n')
+    with pytest.raises(ValueError, match=rf"owt\.jsonl:{len(TEXTS) + 1} \(byte {offset}\): not valid UTF-8"):
+        _script("prepare_openwebtext").main(args)
+    with caplog.at_level("WARNING"):
+        _script("prepare_openwebtext").main([*args, "--on_bad_document=skip"])
+    assert "skipped 2 document" in caplog.text and "empty document" in caplog.text
+    ds = prepared.open_prepared("openwebtext", tmp_path / "data")
+    assert len(ds.documents("train")) + len(ds.documents("validation")) == len(TEXTS)

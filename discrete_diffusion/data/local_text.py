@@ -23,10 +23,14 @@ document out and logs a warning listing what was skipped.
 Empty documents (an empty ``.txt`` file, a record whose text is ``''``) hold no tokens:
 ``on_empty_document`` (``config.data.on_empty_document``): ``'skip'`` (default) leaves them out
 with a warning; ``'error'`` raises ValueError naming them.
+
+``read_jsonl`` also reads the ``--input_jsonl`` files of ``launch/prepare_*.py`` (flags
+``--on_bad_document``, ``--on_empty_document``, ``--max_document_bytes``; see ``add_flags``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -79,11 +83,13 @@ class ReadOptions:
 
 _SKIP_HINT = (
     "; fix or remove it, or set config.data.on_bad_document='skip' (allowed: "
-    f"{list(BAD_DOCUMENT_ACTIONS)}) to skip such documents with a warning"
+    f"{list(BAD_DOCUMENT_ACTIONS)}; --on_bad_document of launch/prepare_*.py) to skip such "
+    "documents with a warning"
 )
 _EMPTY_HINT = (
     "; config.data.on_empty_document='skip' (allowed: "
-    f"{list(EMPTY_DOCUMENT_ACTIONS)}) skips empty documents with a warning"
+    f"{list(EMPTY_DOCUMENT_ACTIONS)}; --on_empty_document of launch/prepare_*.py) skips empty "
+    "documents with a warning"
 )
 
 
@@ -231,6 +237,26 @@ def read_jsonl(path: str | os.PathLike, options: ReadOptions | None = None,
     if own:
         collector.warn(path)
     return docs
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--on_bad_document``, ``--on_empty_document``, ``--max_document_bytes``."""
+    parser.add_argument("--on_bad_document", choices=BAD_DOCUMENT_ACTIONS, default="error",
+                        help="undecodable or oversized jsonl lines: raise, or skip with a warning")
+    parser.add_argument("--on_empty_document", choices=EMPTY_DOCUMENT_ACTIONS, default="skip",
+                        help="documents whose text is '': skip with a warning, or raise")
+    parser.add_argument("--max_document_bytes", type=int, default=DEFAULT_MAX_DOCUMENT_BYTES,
+                        help="longest jsonl line (bytes)")
+
+
+def options_from_flags(args: argparse.Namespace, text_field: str = "text") -> ReadOptions:
+    """The ``ReadOptions`` of the flags of ``add_flags``."""
+    return ReadOptions(
+        text_field=text_field,
+        on_bad_document=args.on_bad_document,
+        on_empty_document=args.on_empty_document,
+        max_document_bytes=args.max_document_bytes,
+    )
 
 
 def read_documents(
