@@ -106,10 +106,11 @@ def check_times(t: Any, *, what: str = "t") -> None:
     if not is_concrete(t):
         return
     values = np.asarray(t)
-    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+    if not (jnp.issubdtype(values.dtype, jnp.number) or values.dtype == np.bool_):
         raise TypeError(f"{what} must be a float time in [0, 1], got dtype {values.dtype.name}")
     if values.size == 0:
         return
+    values = values.astype(np.float64)  # bfloat16 and friends compare like floats
     inside = (values >= 0) & (values <= 1)
     if not inside.all():
         bad = values[~inside].ravel()[0].item()

@@ -67,6 +67,11 @@ def test_check_token_ids_skips_values_of_tracers():
 def test_check_times(bad):
     checks.check_times(jnp.array([0.0, 0.5, 1.0]))
     checks.check_times(0.25)
+    checks.check_times(jnp.array([0.5, 1.0], jnp.bfloat16))
+    with pytest.raises(ValueError, match="found 1.5"):
+        checks.check_times(jnp.array([1.5], jnp.bfloat16))
+    with pytest.raises(TypeError, match="float time"):
+        checks.check_times(np.array(["0.5"]))
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
         checks.check_times(np.array([0.5, bad]))
     jax.jit(lambda t: checks.check_times(t) or t)(jnp.array(bad))  # traced: not checked
