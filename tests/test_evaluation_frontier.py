@@ -122,3 +122,52 @@ def test_sweep_rows_files_and_plots(tmp_path):
     # without a judge: entropy against NFE only
     no_judge = [{k: v for k, v in r.items() if k != "gen_ppl"} for r in rows]
     assert len(frontier.plot(no_judge, str(tmp_path / "nj"), title="")) == 1
+
+
+def test_informed_pc_is_compared_at_equal_nfe():
+    """Issue 11.7: a steps-sweep point of s network calls runs the informed-PC predictor steps
+    whose NFE (corrector sweeps included) is at most s, not s predictor steps (about 3 s calls)."""
+    from discrete_diffusion.sampling import informed_pc
+
+    config = small_eval(shakespeare_uniform.get_config(), steps=(8, 16, 64),
+                        samplers="ancestral,informed_pc,informed_pc_mh")
+    points = frontier.grid(config, seq_len=32)
+    assert [p.num_steps for p in points if p.sampler == "ancestral" and p.sweep == "steps"] == [8, 16, 64]
+    for preset, c, mh in [("informed_pc", 2, False), ("informed_pc_mh", 2, True)]:
+        pts = [p for p in points if p.sampler == preset]
+        steps = [p.num_steps for p in pts if p.sweep == "steps"]
+        for budget, n in zip((8, 16, 64), steps, strict=True):
+            assert informed_pc.nfe(n, c, mh) <= budget < informed_pc.nfe(n + 1, c, mh)
+        # temperature and nucleus sweeps: at the NFE of config.sampler.num_steps = 16
+        assert {p.num_steps for p in pts if p.sweep != "steps"} == {informed_pc.steps_for_budget(16, c, mh)}
+    config.sampler.name = "informed_pc"
+    config.sampler.corrector_steps = 1
+    pts = [p for p in frontier.grid(config, seq_len=32) if p.sampler == "informed_pc" and p.sweep == "steps"]
+    assert [p.num_steps for p in pts] == [4, 8, 32]  # n + (n - 1) <= budget
+
+
+def test_uniform_absorbing_frontier_uses_audm_and_reaudm():
+    """Issue 11.8: 'ancestral' does not sample 'uniform_absorbing'; the auto presets are AUDM's."""
+    from configs import shakespeare_uniform_absorbing
+    from discrete_diffusion import sampling
+
+    config = small_eval(shakespeare_uniform_absorbing.get_config())
+    points = frontier.grid(config, seq_len=32)
+    assert {p.sampler for p in points} == {"audm", "reaudm"}
+    for p in points:
+        trial = ml_collections.ConfigDict(config.to_dict())
+        trial.sampler = p.sampler_config(config.sampler)
+        assert sampling.sampler_settings(trial)["name"] == p.sampler
+
+
+def test_points_drop_the_fields_their_sampler_does_not_read():
+    config = small_eval(shakespeare_absorbing.get_config(), samplers="ancestral,first_hitting")
+    config.sampler.tokens_per_step = 1
+    config.sampler.temperature_on = "denoiser"
+    for p in frontier.grid(config, seq_len=32):
+        cfg = p.sampler_config(config.sampler)
+        assert ("tokens_per_step" in cfg) == (p.sampler == "first_hitting")
+        assert cfg.temperature_on == "denoiser"  # shared fields stay
+    base = ml_collections.ConfigDict({"name": "ancestral", "num_steps": 4})
+    point = frontier.grid(config, seq_len=32)[0]
+    assert "temperature_on" not in point.sampler_config(base)  # the per-process default applies

@@ -1,6 +1,8 @@
 """Objectives: their forms agree, they are >= 0, the NELBO is tight at the exact model (it equals
 the data entropy), and each population minimizer is what the papers say."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,3 +175,52 @@ def test_unknown_loss_names_field():
         losses.loss_per_token(proc, "loo", "mse", jnp.zeros((1, 2, 3)),
                               jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32),
                               jnp.ones(1))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "poly"])
+def test_masked_nelbo_of_a_time_agnostic_network_is_the_any_order_cross_entropy(schedule):
+    """The time-agnostic identity (issue 11.12; RADD, Ou et al. 2024; fhs_order_vadd_sedd.md): for
+    a network f(x_t) that does not read t and a schedule with alpha_0 = 1, alpha_1 = 0,
+
+        int_0^1 E_{x_t ~ q_t(. | x0)} NELBO_t dt = sum_{n=1}^L (1/n) E_{|S| = n} [ sum_{i in S}
+                                                    -log f_i(x0 masked on S)[x0^i] ],
+
+    S uniform among the C(L, n) sets of n masked positions: P(mask set S) = (1 - a)^n a^(L - n)
+    and int_0^1 (-alpha') / (1 - alpha) (1 - alpha)^n alpha^(L - n) dt = B(n, L - n + 1) =
+    1 / (n C(L, n)). Checked by enumeration of every x0 and mask set, the left side with the
+    library's NELBO integrated by quadrature, the right side from the network outputs directly."""
+    import itertools
+
+    K3, L3 = 3, 3
+    p0 = oracle.toy_law(K3, L3, seed=4).reshape(-1)
+    proc = dd.processes.masked(K3, dd.schedules.get(schedule, eps=0.0, power=2.0))
+    weights = jax.random.normal(jax.random.key(7), (L3 * (K3 + 1), L3 * K3))
+
+    def model(x_t, t):  # reads x_t only
+        flat = jax.nn.one_hot(x_t, K3 + 1).reshape(x_t.shape[0], -1)
+        return (2.0 * flat @ weights).reshape(x_t.shape[0], L3, K3)
+
+    x0s = np.array(list(itertools.product(range(K3), repeat=L3)))
+    masks = np.array(list(itertools.product([False, True], repeat=L3)))
+    X0 = np.repeat(x0s, len(masks), 0)
+    M = np.tile(masks, (len(x0s), 1))
+    XT = jnp.asarray(np.where(M, K3, X0), jnp.int32)
+    P = np.repeat(p0, len(masks))
+    n_masked = M.sum(-1)
+
+    nodes, w = np.polynomial.legendre.leggauss(64)
+    u = 0.5 * (nodes + 1)
+    ts, ws = (1 - np.cos(np.pi * u)) / 2, 0.5 * w * (np.pi / 2) * np.sin(np.pi * u)
+    lhs = 0.0
+    for t, wt in zip(ts, ws, strict=True):
+        a = float(proc.alpha(t))
+        q = (1 - a) ** n_masked * a ** (L3 - n_masked)  # P(mask set | x0) at time t
+        tt = jnp.full((len(X0),), t, jnp.float32)
+        nelbo = losses.nelbo_per_token(proc, "denoiser", model(XT, tt), jnp.asarray(X0, jnp.int32), XT, tt)
+        lhs += wt * float((P * q * np.asarray(nelbo, np.float64).sum(-1)).sum())
+
+    log_f = np.asarray(jax.nn.log_softmax(model(XT, jnp.zeros(len(X0))), -1), np.float64)
+    ce = -(np.take_along_axis(log_f, X0[..., None], -1)[..., 0] * M).sum(-1)  # [x0 x mask]
+    count = np.array([math.comb(L3, int(n)) for n in n_masked])
+    rhs = float(np.sum(np.where(n_masked > 0, P * ce / (np.maximum(n_masked, 1) * count), 0.0)))
+    assert abs(lhs - rhs) < 1e-4 * rhs, (lhs, rhs)

@@ -16,8 +16,14 @@ The grid (`config.eval`, configs/base.py), for each sampler of `config.eval.samp
 each with every categorical method of `config.eval.categoricals` ('exact' and/or 'float32': the
 float-precision ablation, see benchmarks/float_precision.py). First-hitting always makes L network
 calls at one token per call; its steps sweep sets `tokens_per_step = ceil(L / steps)` (the
-approximate parallel variant) so that it too spans the NFE axis. The other fields of
-`config.sampler` (kappa schedules, bridges, corrector settings) apply to every point.
+approximate parallel variant) so that it too spans the NFE axis. Informed PC is compared at equal
+NFE: a point of `steps` network calls runs `informed_pc.steps_for_budget(steps, corrector_steps,
+mh_correct)` predictor steps (its corrector sweeps cost network calls too). The other fields of
+`config.sampler` (kappa schedules, bridges, corrector settings) apply to every point whose sampler
+reads them; a point drops the fields its sampler does not read (`sampling.only_fields_of`: e.g.
+`tokens_per_step` of a first-hitting config on the ancestral points), since samplers reject
+fields they do not read. `temperature_on` is left to the config (default: per process,
+`sampling.default_temperature_on`), so the temperature sweeps temper what the samplers temper.
 
     python -m discrete_diffusion.evaluation.frontier --config=configs/shakespeare_absorbing.py \\
         --workdir=runs/shakespeare_absorbing [--out_dir=DIR] \\
@@ -51,13 +57,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "remdm": {"name": "psi", "kappa_schedule": "remdm_cap"},
     "first_hitting": {"name": "first_hitting"},
     "informed_pc": {"name": "informed_pc"},
+    # the exact corrector: one site per sweep, Metropolis-Hastings-corrected confidence rule
+    "informed_pc_mh": {"name": "informed_pc", "mh_correct": True, "sites_per_sweep": 1},
     "score_euler": {"name": "score_euler"},
+    "audm": {"name": "audm"},
+    "reaudm": {"name": "reaudm"},
 }
 # Samplers of a frontier when config.eval.samplers = 'auto', by process.
 AUTO_SAMPLERS = {
     "masked": ("ancestral", "psi", "first_hitting"),
     "uniform": ("ancestral", "psi", "informed_pc"),
-    "uniform_absorbing": ("ancestral",),
+    "uniform_absorbing": ("audm", "reaudm"),
 }
 
 
@@ -79,8 +89,12 @@ class Point:
         return dataclasses.astuple(dataclasses.replace(self, sweep=""))
 
     def sampler_config(self, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        """`base` (a config.sampler) with this point's preset and settings."""
-        cfg = ml_collections.ConfigDict(base.to_dict())
+        """`base` (a config.sampler) with this point's preset and settings, without the fields of
+        base that the preset's sampler does not read."""
+        from discrete_diffusion import sampling
+
+        name = PRESETS[self.sampler]["name"]
+        cfg = ml_collections.ConfigDict(sampling.only_fields_of(name, base.to_dict()))
         for k, v in {**PRESETS[self.sampler], "num_steps": self.num_steps,
                      "temperature": self.temperature, "top_p": self.top_p,
                      "categorical": self.categorical}.items():
@@ -131,11 +145,22 @@ def grid(config: Any, seq_len: int) -> list[Point]:
                 if name == "first_hitting":  # L calls of one token, or the parallel variant
                     tps = max(1, math.ceil(seq_len / s)) if sweep == "steps" else 1
                     point = Point(name, sweep, seq_len, t, p, cat, tps)
+                elif PRESETS[name]["name"] == "informed_pc":  # s network calls, correctors included
+                    point = Point(name, sweep, informed_pc_steps(config, name, s), t, p, cat)
                 else:
                     point = Point(name, sweep, s, t, p, cat)
                 if point not in points:
                     points.append(point)
     return points
+
+
+def informed_pc_steps(config: Any, preset: str, budget: int) -> int:
+    """Predictor steps of an informed-PC preset within `budget` network calls (equal NFE)."""
+    from discrete_diffusion.sampling import informed_pc, only_fields_of
+
+    fields = {**informed_pc.DEFAULTS, **only_fields_of("informed_pc", config.sampler.to_dict()),
+              **PRESETS[preset]}
+    return informed_pc.steps_for_budget(budget, int(fields["corrector_steps"]), bool(fields["mh_correct"]))
 
 
 JUDGES = ("auto", "smollm2", "exact", "none")  # or 'ar:WORKDIR'

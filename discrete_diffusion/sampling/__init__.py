@@ -18,11 +18,30 @@ sampling/guidance.py, `guidance.guided_generate`.
 Shared fields and defaults: `SAMPLER_DEFAULTS`; each sampler module adds its own `DEFAULTS`.
 `config.sampler.categorical` = 'exact' (default) | 'float32' chooses how every sampler draws
 (see sampling/categorical.py; 'float32' exists to reproduce the float32 Gumbel temperature bias).
+
+Which fields a sampler accepts (`sampler_fields`): the shared ones, its own `DEFAULTS`, and the
+guidance fields (`guidance.DEFAULTS`, read by `guidance.guided_generate` with every sampler). Any
+other field of `config.sampler` is an error that names it and lists the sampler's fields: a typo
+(`mh_corect`) and a field of another sampler (`tokens_per_step` with 'ancestral') alike, since either
+would otherwise run as if it were absent. Sweeps that switch samplers on one section
+(`evaluation.frontier`) drop the fields of other samplers first (`only_fields_of`).
+
+Which samplers a process has (`PROCESS_SAMPLERS`): 'informed_pc' is refused for 'masked' (the LOO
+posterior it resamples from is undefined at unmasked positions), 'ancestral' / 'psi' / the score
+samplers for 'uniform_absorbing' (whose state carries the noise ids u; its ancestral sampler is
+'audm'), 'audm' / 'reaudm' for every other process.
+
+`config.sampler.temperature_on` defaults per process (`default_temperature_on`): 'loo' for uniform
+diffusion (rev_udm: temper the LOO posterior; tempering the denoiser also sharpens the
+self-evidence term and biases towards keeping the current token, see `Context.network`), 'output'
+for masked diffusion (where the denoiser and the LOO posterior agree at masked positions) and for
+'uniform_absorbing' (denoiser networks only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 from collections.abc import Callable
 from typing import Any
@@ -46,9 +65,9 @@ from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
 __all__ = [
-    "NAMES", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral", "categorical",
-    "first_hitting", "generate", "guidance", "informed_pc", "psi", "sample", "sampler_settings", "score",
-    "transform_logits",
+    "NAMES", "PROCESS_SAMPLERS", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral",
+    "categorical", "default_temperature_on", "first_hitting", "generate", "guidance", "informed_pc",
+    "only_fields_of", "psi", "sample", "sampler_fields", "sampler_settings", "score", "transform_logits",
 ]
 
 SAMPLERS = {
@@ -66,9 +85,36 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0,
     "top_k": 0,
     "top_p": 1.0,
-    "temperature_on": "output",
+    "temperature_on": None,  # None: `default_temperature_on` of the process
     "categorical": "exact",  # 'float32': jax.random.categorical's biased float32 Gumbel (ablation)
 }
+TEMPERATURE_ON = ("output", "loo", "denoiser")
+
+# The samplers of each process (config.process.name); a process not listed here accepts all.
+PROCESS_SAMPLERS: dict[str, tuple[str, ...]] = {
+    "masked": ("ancestral", "psi", "first_hitting", "score_euler", "score_tweedie"),
+    "uniform": ("ancestral", "psi", "informed_pc", "score_euler", "score_tweedie"),
+    "uniform_absorbing": ("audm", "reaudm"),
+}
+# Why a sampler is not among a process's samplers (for the error message).
+_NOT_FOR: dict[str, str] = {
+    "informed_pc": "its corrector resamples from the LOO posterior p(x_0^i | x_t^{-i}), which the "
+                   "masked process does not identify at unmasked positions; it needs "
+                   "config.process.name='uniform'",
+    "first_hitting": "it simulates the unmasking times of masked diffusion; it needs "
+                     "config.process.name='masked'",
+    "audm": "it samples the absorbing reformulation, config.process.name='uniform_absorbing'",
+    "reaudm": "it samples the absorbing reformulation, config.process.name='uniform_absorbing'",
+}
+_NOT_FOR_PROCESS: dict[str, str] = {
+    "uniform_absorbing": "the state of 'uniform_absorbing' carries the noise ids u and the network "
+                         "reads them; its ancestral sampler is 'audm'",
+}
+# The fields of config.process that sampling reads (processes.from_config).
+PROCESS_FIELDS = ("name", "schedule", "schedule_eps", "schedule_power", "num_classes")
+# The fields of config.model that sampling reads; the section holds training fields as well, so only
+# a near miss of one of these (while it is absent) is an error.
+MODEL_FIELDS = ("parameterization", "time_conditioning", "num_labels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +129,76 @@ def _field(section: Any, name: str, default: Any) -> Any:
     return section.get(name, default) if section is not None else default
 
 
+def sampler_fields(name: str) -> tuple[str, ...]:
+    """The config.sampler fields that sampler `name` reads: shared, its own, and guidance's."""
+    return tuple(dict.fromkeys([*SAMPLER_DEFAULTS, *SAMPLERS[name].DEFAULTS, *guidance.DEFAULTS]))
+
+
+def only_fields_of(name: str, section: Any) -> dict[str, Any]:
+    """The fields of a sampler section (dict or ConfigDict) that sampler `name` reads, plus those no
+    sampler knows (so that typos still fail validation); fields of other samplers are dropped."""
+    keep = set(sampler_fields(name))
+    known = {k for n in NAMES for k in sampler_fields(n)}
+    return {k: v for k, v in dict(section).items() if k in keep or k not in known}
+
+
+def _check_sampler_fields(section: Any, name: str) -> None:
+    """Every key of config.sampler must be a field of sampler `name` (errors name the field)."""
+    if section is None:
+        return
+    allowed = sampler_fields(name)
+    for key in section:
+        if key in allowed:
+            continue
+        owners = [n for n in NAMES if key in SAMPLERS[n].DEFAULTS]
+        if owners:
+            why = f"a field of {owners}, which config.sampler.name={name!r} does not read"
+        else:
+            every = sorted({k for n in NAMES for k in sampler_fields(n)})
+            close = difflib.get_close_matches(key, every, n=1)
+            why = "not a field of any sampler" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise ValueError(f"config.sampler.{key} is {why}; the fields of {name!r} are {sorted(allowed)}")
+
+
+def default_temperature_on(process_name: str | None) -> str:
+    """'loo' for uniform diffusion (rev_udm), 'output' for masked and 'uniform_absorbing'."""
+    return "loo" if process_name == "uniform" else "output"
+
+
+def _check_process(name: str, process_name: str | None) -> None:
+    allowed = PROCESS_SAMPLERS.get(process_name)
+    if allowed is None or name in allowed:
+        return
+    why = _NOT_FOR.get(name) or _NOT_FOR_PROCESS.get(process_name, "")
+    raise ValueError(
+        f"config.sampler.name={name!r} does not apply to config.process.name={process_name!r}"
+        + (f" ({why})" if why else "") + f"; the samplers of {process_name!r} are {list(allowed)}"
+    )
+
+
 def sampler_settings(config: Any) -> dict[str, Any]:
-    """All fields of the chosen sampler with defaults filled in, validated (errors name the field)."""
+    """All fields of the chosen sampler with defaults filled in, validated (errors name the field).
+
+    Rejects fields the sampler does not read (`sampler_fields`) and samplers the process does not
+    have (`PROCESS_SAMPLERS`); resolves `temperature_on` to the process's default when unset.
+    """
     section = config.get("sampler", None)
     name = _field(section, "name", SAMPLER_DEFAULTS["name"])
     if name not in SAMPLERS:
         raise ValueError(f"config.sampler.name={name!r} is not one of {list(NAMES)}")
+    _check_sampler_fields(section, name)
+    process_section = config.get("process", None)
+    process_name = _field(process_section, "name", None)
+    _check_process(name, process_name)
     defaults = {**SAMPLER_DEFAULTS, **SAMPLERS[name].DEFAULTS}
     out = {k: _field(section, k, v) for k, v in defaults.items()}
-    if not isinstance(out["num_steps"], int) or out["num_steps"] < 1:
+    if out["temperature_on"] is None:
+        out["temperature_on"] = default_temperature_on(process_name)
+    allowed_on = ("output", "denoiser") if process_name == "uniform_absorbing" else TEMPERATURE_ON
+    if out["temperature_on"] not in allowed_on:
+        raise ValueError(f"config.sampler.temperature_on={out['temperature_on']!r} is not one of "
+                         f"{list(allowed_on)} for config.process.name={process_name!r}")
+    if isinstance(out["num_steps"], bool) or not isinstance(out["num_steps"], int) or out["num_steps"] < 1:
         raise ValueError(f"config.sampler.num_steps={out['num_steps']!r} must be an int >= 1")
     if out["categorical"] not in categorical_lib.METHODS:
         raise ValueError(f"config.sampler.categorical={out['categorical']!r} is not one of "
@@ -101,11 +208,36 @@ def sampler_settings(config: Any) -> dict[str, Any]:
     return out
 
 
+def _check_section_fields(config: Any) -> None:
+    """config.process: only the fields sampling reads (`PROCESS_FIELDS`). config.model (which
+    also holds training fields): a near miss of a field sampling reads, while that field is
+    absent, is an error (`parametrization` would otherwise silently mean 'denoiser')."""
+    process = config.get("process", None)
+    for key in (process.keys() if process is not None else ()):
+        if key not in PROCESS_FIELDS:
+            close = difflib.get_close_matches(key, PROCESS_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"config.process.{key} is not a process field{hint}; the fields of "
+                             f"config.process are {list(PROCESS_FIELDS)}")
+    model = config.get("model", None)
+    for key in (model.keys() if model is not None else ()):
+        if key in MODEL_FIELDS:
+            continue
+        close = difflib.get_close_matches(key, MODEL_FIELDS, n=1, cutoff=0.8)
+        if close and close[0] not in model:
+            raise ValueError(f"config.model.{key} is not a field sampling reads (did you mean "
+                             f"{close[0]!r}?); sampling reads config.model.{list(MODEL_FIELDS)}")
+    tc = _field(model, "time_conditioning", True)
+    if tc not in (True, False):
+        raise ValueError(f"config.model.time_conditioning={tc!r} must be True or False")
+
+
 def make_context(
     model_fn: Callable[..., jax.Array], config: Any, num_samples: int, seq_len: int,
     prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
 ) -> Context:
     """The sampler context of a config (validates process, parameterization and sampler fields)."""
+    _check_section_fields(config)
     proc = processes.from_config(config.process)
     model_section = config.get("model", None)
     parameterization = _field(model_section, "parameterization", "denoiser")
