@@ -74,6 +74,9 @@ def _exact_classifier(proc):
     log_joint = jnp.log(jnp.asarray(P_Y[:, None] * P_X_GIVEN_Y.reshape(2, -1), jnp.float32))  # [2, A]
 
     def classifier_fn(x_onehot, t):
+        # At alpha = 0 (t = 1) every unmasked token is off the support; the limit t -> 1 is used there
+        # (for the masked process p(y | x_t, t) does not depend on t on the support).
+        t = jnp.minimum(t, 1.0 - 1e-6)
         q = proc.marginal_probs(x0s[None], t[:, None])  # [B, A, L, V]
         lik = jnp.einsum("blv,balv->bal", x_onehot, q)
         log_lik = jnp.log(lik + 1e-30).sum(-1)  # [B, A]
@@ -94,14 +97,15 @@ def _tilted(w):
     return law / law.sum()
 
 
+@pytest.mark.parametrize("form", guidance.CFG_FORMS)
 @pytest.mark.parametrize("process", ["masked", "uniform"])
-def test_cfg_at_weight_one_samples_the_conditional_law(process):
-    config = _config(process)
+def test_cfg_at_weight_one_samples_the_conditional_law(process, form):
+    config = _config(process, cfg_form=form)
     proc = dd.processes.from_config(config.process)
     result = guidance.guided_generate(jax.random.key(0), _conditional_model(proc), config, N, L,
                                       label=LABEL, weight=1.0)
     tv = oracle.total_variation(_law(result), P_X_GIVEN_Y[LABEL].reshape(-1))
-    print(f"\n{process}: CFG w=1 TV to p(x|y) {tv:.4f}, floor {FLOOR:.4f}")
+    print(f"\n{process}: CFG ({form}) w=1 TV to p(x|y) {tv:.4f}, floor {FLOOR:.4f}")
     assert tv < 1.5 * FLOOR and result.nfe == 100
 
 
@@ -179,3 +183,155 @@ def test_cfg_runs_with_other_samplers(name):
     result = guidance.guided_generate(jax.random.key(3), _conditional_model(proc, "loo"), config, 64, L,
                                       label=jnp.zeros(64, jnp.int32), weight=1.5)
     assert result.tokens.shape == (64, L) and result.nfe == 20
+
+
+# ---- one guided step against its defining formula, for every x_t of the toy -------------------------
+T_STEP, S_STEP = 0.6, 0.45
+
+
+def _every_state(proc):
+    return jnp.array(list(itertools.product(range(proc.num_states), repeat=L)), jnp.int32)
+
+
+def _step(process, name="ancestral", weight=1.0, classifier=False, **sampler):
+    """(x_t [M, L], guided kernel [M, L, V]) of one step T_STEP -> S_STEP as `guided_generate` builds it."""
+    config = _config(process, name=name, **sampler)
+    proc = dd.processes.from_config(config.process)
+    x_t = _every_state(proc)
+    m = x_t.shape[0]
+    cls = _exact_classifier(proc) if classifier else None
+    ctx = guidance.guided_context(_conditional_model(proc), config, m, L, label=LABEL, weight=weight,
+                                  classifier_fn=cls)
+    t, s = jnp.full((m,), T_STEP), jnp.full((m,), S_STEP)
+
+    def kernel(logits):
+        return dd.sampling.ancestral.reverse_kernel(proc, ctx.output_parameterization, logits, x_t, t, s)
+
+    return proc, x_t, np.asarray(ctx.step_kernel(kernel, ctx.network(x_t, t), x_t, t, s))
+
+
+def _exact_kernel(law, proc, x_t):
+    """The exact reverse kernel p(x_s^i | x_t) of a toy law (oracle), [L, V]."""
+    a_t, a_s = float(proc.alpha(T_STEP)), float(proc.alpha(S_STEP))
+    return oracle.exact_reverse_kernel(law, proc.name, a_t, a_s, tuple(int(v) for v in x_t))
+
+
+def _possible(law, proc, x_t):
+    return oracle.Oracle(law, proc.name, float(proc.alpha(T_STEP))).pt[
+        oracle.Oracle(law, proc.name, float(proc.alpha(T_STEP))).index[tuple(int(v) for v in x_t)]] > 0
+
+
+def _geometric(p, q, w):
+    """∝ p^w q^(1 - w) over the last axis; zero where a term with nonzero coefficient is zero."""
+    impossible = ((p <= 0) & (w != 0)) | ((q <= 0) & (w != 1))
+    log = w * np.log(np.where(p > 0, p, 1.0)) + (1 - w) * np.log(np.where(q > 0, q, 1.0))
+    log = np.where(impossible, -np.inf, log)
+    out = np.exp(log - log.max(-1, keepdims=True))
+    return out / out.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0])
+@pytest.mark.parametrize("process", ["masked", "uniform"])
+def test_cfg_posterior_form_is_the_geometric_mix_of_the_exact_kernels(process, w):
+    """cfg_form='posterior', equation (2): p_w ∝ p(x_s^i | x_t, y)^w p(x_s^i | x_t)^(1 - w) (Duo)."""
+    proc, x_t, got = _step(process, weight=w, cfg_form="posterior")
+    for n in range(len(x_t)):
+        if not _possible(P_X, proc, x_t[n]):
+            continue
+        cond = _exact_kernel(P_X_GIVEN_Y[LABEL], proc, x_t[n])
+        uncond = _exact_kernel(P_X, proc, x_t[n])
+        np.testing.assert_allclose(got[n], _geometric(cond, uncond, w), atol=2e-5)
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0])
+@pytest.mark.parametrize("process", ["masked", "uniform"])
+def test_cfg_denoiser_form_is_the_bridge_of_the_geometric_mix_of_denoisers(process, w):
+    """cfg_form='denoiser', equation (1): the step is the exact bridge at mu_w ∝ mu(.|x_t,y)^w mu(.|x_t)^(1-w)
+    (MDLM/UDLM D-CFG); for uniform diffusion its LOO posterior is the geometric mix of the LOO posteriors."""
+    proc, x_t, got = _step(process, weight=w, cfg_form="denoiser")
+    a_t = float(proc.alpha(T_STEP))
+    for n in range(len(x_t)):
+        if not _possible(P_X, proc, x_t[n]):
+            continue
+        xt = tuple(int(v) for v in x_t[n])
+        cond, uncond = (oracle.Oracle(law, process, a_t) for law in (P_X_GIVEN_Y[LABEL], P_X))
+        mu_w = _geometric(cond.denoiser(xt), uncond.denoiser(xt), w)
+        mixture = proc.bridge_mixture(x_t[n][None], jnp.array([T_STEP]), jnp.array([S_STEP]),
+                                      jnp.asarray(mu_w[None], jnp.float32))[0]
+        np.testing.assert_allclose(got[n], np.asarray(mixture), atol=2e-5)
+        if process == "uniform":
+            rho_w = _geometric(cond.loo(xt), uncond.loo(xt), w)
+            plugin = proc.bridge_plugin(x_t[n][None], jnp.array([T_STEP]), jnp.array([S_STEP]),
+                                        jnp.asarray(rho_w[None], jnp.float32))[0]
+            np.testing.assert_allclose(got[n], np.asarray(plugin), atol=2e-5)
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0])
+def test_the_two_cfg_forms_differ_in_the_masked_unmasking_rate(w):
+    """Masked: the denoiser form keeps the mask probability (1 - alpha_s)/(1 - alpha_t); the posterior
+    form tilts it by sum_v mu_y^w mu^(1-w), which is <= 1 for 0 < w < 1 and >= 1 for w > 1 (Hölder):
+    masked tokens unmask more slowly, resp. faster."""
+    proc, x_t, den = _step("masked", weight=w, cfg_form="denoiser")
+    _, _, post = _step("masked", weight=w, cfg_form="posterior")
+    keep = (1 - float(proc.alpha(S_STEP))) / (1 - float(proc.alpha(T_STEP)))
+    masked = np.asarray(x_t == K)
+    np.testing.assert_allclose(den[..., K][masked], keep, atol=1e-5)
+    stay = post[..., K][masked]
+    if w < 1:
+        assert np.all(stay >= keep - 1e-6) and np.max(stay) > keep + 1e-2
+    else:
+        assert np.all(stay <= keep + 1e-6) and np.min(stay) < keep - 1e-2
+
+
+@pytest.mark.parametrize("time", guidance.CLASSIFIER_TIMES)
+@pytest.mark.parametrize("process", ["masked", "uniform"])
+def test_classifier_guided_step_is_equation_3(process, time):
+    """p(x_s^i = v) ∝ p(x_s^i = v | x_t) p(y | x_t with x^i <- v, t)^w, the classifier at t (the papers),
+    or at s with classifier_time='s'; exact unconditional kernel and classifier by enumeration."""
+    w = 1.5
+    proc, x_t, got = _step(process, weight=w, classifier=True, guidance="classifier", classifier_time=time)
+    at = T_STEP if time == "t" else S_STEP
+    joint = P_Y[:, None] * P_X_GIVEN_Y.reshape(2, -1)  # [2, A]
+
+    def p_label(x):  # p(y = LABEL | x_t = x) at time `at`, by enumeration
+        lik = np.stack([oracle.Oracle(law, process, float(proc.alpha(at))).joint[:, oracle.Oracle(
+            law, process, float(proc.alpha(at))).index[tuple(x)]].sum() for law in P_X_GIVEN_Y])
+        return (P_Y * lik)[LABEL] / (P_Y * lik).sum()
+
+    del joint
+    for n in range(len(x_t)):
+        if not _possible(P_X, proc, x_t[n]):
+            continue
+        xt = [int(v) for v in x_t[n]]
+        base = _exact_kernel(P_X, proc, xt)
+        tilt = np.array([[p_label(xt[:i] + [v] + xt[i + 1:]) ** w for v in range(proc.num_states)]
+                         for i in range(L)])
+        expected = base * tilt
+        np.testing.assert_allclose(got[n], expected / expected.sum(-1, keepdims=True), atol=2e-5)
+
+
+@pytest.mark.parametrize("process,name", [("uniform", "ancestral"), ("uniform", "psi"),
+                                          ("uniform", "score_tweedie"), ("masked", "score_euler")])
+def test_classifier_guidance_with_other_samplers(process, name):
+    n = 10_000
+    config = _config(process, name=name, guidance="classifier", guidance_weight=1.0)
+    proc = dd.processes.from_config(config.process)
+    target = P_X_GIVEN_Y[LABEL].reshape(-1)
+    result = guidance.guided_generate(jax.random.key(5), _conditional_model(proc), config, n, L,
+                                      label=LABEL, classifier_fn=_exact_classifier(proc))
+    tv = oracle.total_variation(_law(result), target)
+    tv_unguided = oracle.total_variation(P_X.reshape(-1), target)
+    print(f"\n{process} {name}: classifier guidance w=1 TV to p(x|y) {tv:.4f} (unguided {tv_unguided:.4f}, "
+          f"floor {oracle.expected_tv_floor(target, n):.4f})")
+    assert tv < 0.2 * tv_unguided and result.nfe == 100
+
+
+@pytest.mark.parametrize("name", ["first_hitting"])
+def test_kernel_guidance_needs_a_sampler_with_a_step_kernel(name):
+    proc = dd.processes.masked(K)
+    for sampler in ({"guidance": "classifier"}, {"guidance": "cfg", "cfg_form": "posterior"}):
+        config = _config("masked", name=name, **sampler)
+        cls = _exact_classifier(proc) if sampler["guidance"] == "classifier" else None
+        with pytest.raises(ValueError, match="config.sampler.name='first_hitting'"):
+            guidance.guided_generate(jax.random.key(0), _conditional_model(proc), config, 4, L, label=0,
+                                     classifier_fn=cls)

@@ -67,7 +67,8 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     """`num_steps` ancestral steps from the prior; returns (x_0 int32 [N, L], NFE int32)."""
     settings = ctx.settings  # validated by sampling.sampler_settings
     num_steps, bridge = settings["num_steps"], settings["bridge"]
-    reuse = bool(settings["reuse_output"]) and ctx.proc.mask_id is not None and not ctx.time_conditioning
+    reuse = (bool(settings["reuse_output"]) and ctx.proc.mask_id is not None and not ctx.time_conditioning
+             and ctx.guide is None)
     key, k_prior = jax.random.split(key)
     x = ctx.initial_state(k_prior)
     grid = time_grid(num_steps)
@@ -82,7 +83,8 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         else:
             logits = ctx.network(x_t, t)
             nfe = nfe + 1
-        probs = reverse_kernel(ctx.proc, ctx.output_parameterization, logits, x_t, t, s, bridge)
+        probs = ctx.step_kernel(lambda lg: reverse_kernel(
+            ctx.proc, ctx.output_parameterization, lg, x_t, t, s, bridge), logits, x_t, t, s)
         x_s = sample_from_probs(k_step, probs, settings["categorical"])
         if settings["greedy_final"]:
             greedy = greedy_step(ctx.proc, ctx.output_parameterization, logits, x_t, t)

@@ -31,6 +31,8 @@ class Context:
     time_conditioning: whether the network reads t (output reuse is exact only if not);
     prompt_tokens, prompt_mask: int32 / bool [N, L]: positions fixed to given clean tokens
     (None: unconditional). Samplers keep them fixed and condition the network on them.
+    guide: guidance of the per-step kernels (`sampling.guidance.KernelGuide`, set by
+    `guidance.guided_generate`); None: unguided. Samplers reach it through `step_kernel`.
     """
 
     proc: InterpolatingProcess
@@ -42,6 +44,7 @@ class Context:
     time_conditioning: bool = True
     prompt_tokens: Array | None = None
     prompt_mask: Array | None = None
+    guide: Callable[..., Array] | None = None
 
     def times(self, t: Array | float) -> Array:
         """The time array for a grid time t: [N], or [N, L] with t = 0 at prompt positions.
@@ -89,6 +92,18 @@ class Context:
             )
         s = self.settings
         return transform_logits(logits, s["temperature"], s["top_k"], s["top_p"])
+
+    def step_kernel(
+        self, kernel: Callable[[Array], Array], logits: Array, x_t: Array, t: Array, s: Array
+    ) -> Array:
+        """The kernel probabilities `[..., V]` of a step t -> s: `kernel(logits)`, with `logits` =
+        `network(x_t, t)`.
+
+        Under guidance the guide replaces it by the guided kernel (classifier-free guidance in the
+        posterior form, classifier guidance; sampling/guidance.py), which may call `kernel` on
+        other logits (the null label's) and evaluate a classifier at t (or s).
+        """
+        return kernel(logits) if self.guide is None else self.guide(self, kernel, logits, x_t, t, s)
 
     def initial_state(self, key: Array) -> Array:
         """x_1 ~ prior, with prompt positions set to their tokens."""

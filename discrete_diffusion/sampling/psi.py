@@ -211,7 +211,9 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         if by_confidence:
             n = x_t.shape[0]
             kappa = conf_kappa(ctx.proc, x_t, confidence, jnp.full((n,), t_i), jnp.full((n,), s_i))
-        probs = psi_kernel(ctx.proc, param, logits, x_t, t, s, kappa, ctx.settings["bridge"])
+        bridge = ctx.settings["bridge"]
+        probs = ctx.step_kernel(lambda lg: psi_kernel(ctx.proc, param, lg, x_t, t, s, kappa, bridge),
+                                logits, x_t, t, s)
         x_s = ctx.apply_prompt(sample_from_probs(k_step, probs, ctx.settings["categorical"]))
         if by_confidence:  # psi of a newly unmasked token: the denoiser's probability of it
             mu = jnp.exp(params_lib.to_denoiser(ctx.proc, param, logits, x_t, t))

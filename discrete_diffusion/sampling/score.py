@@ -174,12 +174,16 @@ def _run(key: Array, ctx: Context, method: str) -> tuple[Array, Array]:
         x_t, key = carry
         key, k_step = jax.random.split(key)
         t, s = ctx.times(grid[i]), ctx.times(grid[i + 1])
-        logits = ctx.network(x_t, t)
-        log_ratios = params_lib.to_score(ctx.proc, ctx.output_parameterization, logits, x_t, t)
-        probs = tweedie_kernel(ctx.proc, log_ratios, x_t, t, s)
-        if method == "euler":
-            euler = euler_kernel(ctx.proc, log_ratios, x_t, t, s)
-            probs = jnp.where(i == num_steps - 1, probs, euler)
+
+        def kernel(logits: Array) -> Array:
+            log_ratios = params_lib.to_score(ctx.proc, ctx.output_parameterization, logits, x_t, t)
+            probs = tweedie_kernel(ctx.proc, log_ratios, x_t, t, s)
+            if method == "euler":
+                euler = euler_kernel(ctx.proc, log_ratios, x_t, t, s)
+                probs = jnp.where(i == num_steps - 1, probs, euler)
+            return probs
+
+        probs = ctx.step_kernel(kernel, ctx.network(x_t, t), x_t, t, s)
         x_s = ctx.apply_prompt(sample_from_probs(k_step, probs, ctx.settings["categorical"]))
         return (x_s, key), None
 
