@@ -8,10 +8,10 @@ The functional core (this module's imports) needs only jax, numpy and ml-collect
     samples = dd.sample(key, model_fn, config, num_samples=N, seq_len=L)
 """
 
-from discrete_diffusion import losses, parameterizations, processes, sampling, schedules
+from discrete_diffusion import duality, losses, parameterizations, processes, sampling, schedules
 from discrete_diffusion.sampling import generate, sample
 
 __all__ = [
-    "losses", "parameterizations", "processes", "sampling", "schedules", "generate", "sample",
+    "duality", "losses", "parameterizations", "processes", "sampling", "schedules", "generate", "sample",
 ]
 __version__ = "0.1.0"
