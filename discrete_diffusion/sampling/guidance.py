@@ -88,9 +88,14 @@ against 0.0133 (t) at 100 steps, 0.051 against 0.076 at 10 steps; masked 0.0048 
 NFE counts network calls (num_steps), not classifier calls.
 
 How the kernels are guided: the samplers build each step's kernel through `Context.step_kernel`,
-and `KernelGuide` (the context's `guide`) replaces it by (2) or (3). 'first_hitting' (no per-step
-kernel: it draws event times, then a value from the denoiser), 'audm' / 'reaudm' (their state
-carries the noise ids) and 'informed_pc' are not guided this way: use cfg_form='denoiser' there.
+and `KernelGuide` (the context's `guide`) replaces it by (2) or (3). 'informed_pc' guides its
+predictor step and its corrector's single-site conditionals p_s(x^i = v | x^{-i}) (a step s -> s):
+with classifier guidance these become p_s(v | x^{-i}) p_phi(y | x with x^i <- v, s)^w normalized,
+exactly the single-site conditionals of p_s(x) p_phi(y | x, s)^w, so its Gibbs / Metropolis-
+Hastings corrector targets the guided marginal (p_s(x | y) at w = 1, exact with an exact model
+and classifier). 'first_hitting' (no per-step kernel: it draws event times, then a value from the
+denoiser) and 'audm' / 'reaudm' (their state carries the noise ids) are not guided this way: use
+cfg_form='denoiser' there.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ GUIDANCE = ("none", "cfg", "classifier")
 CFG_FORMS = ("denoiser", "posterior")
 CLASSIFIER_MODES = ("exact", "taylor")
 # Samplers that build each step's kernel through `Context.step_kernel` (guidable by `KernelGuide`).
-KERNEL_SAMPLERS = ("ancestral", "psi", "score_euler", "score_tweedie")
+KERNEL_SAMPLERS = ("ancestral", "psi", "score_euler", "score_tweedie", "informed_pc")
 DEFAULTS: dict[str, Any] = {
     "guidance": None,  # None: 'classifier' if a classifier_fn is given, else 'cfg'
     "guidance_weight": 1.0,

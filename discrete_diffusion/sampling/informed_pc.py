@@ -208,7 +208,10 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     param = ctx.output_parameterization
 
     def conditionals(x: Array, s: Array) -> Array:
-        return single_site_conditionals(ctx.proc, param, ctx.network(x, s), x, s)
+        # Under guidance, the guided conditionals (sampling/guidance.py: classifier guidance tilts (1)
+        # by p_phi(y | x with x^i <- v, s)^w, the conditionals of p_s(x) p_phi(y | x, s)^w).
+        return ctx.step_kernel(lambda lg: single_site_conditionals(ctx.proc, param, lg, x, s),
+                               ctx.network(x, s), x, s, s)
 
     def gibbs_corrector(x, s, key):
         def sweep(x, k):
