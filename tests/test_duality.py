@@ -335,3 +335,20 @@ def test_inside_a_jitted_step():
     a = jnp.array([0.2, 0.5, 0.8, 0.95])
     z, h, alpha = step(jax.random.key(16), x0, a, jnp.float32(1e-3), top_k=3)
     assert z.shape == (4, L) and h.shape == (4, L, 8) and alpha.shape == (4,)
+
+
+def test_same_key_gives_deterministic_trajectories():
+    """The noise depends on the key only, so one key at several levels a is Duo's deterministic
+    discrete trajectory z_a = argmax(a e_x0 + s eps) (consistency distillation): each token is
+    either x0 or the argmax of its noise, and switches at most once along a."""
+    K, n, L = 3, 20_000, 3  # shapes compiled by test_law_of_z_t_is_the_uniform_marginal
+    x0 = jax.random.randint(jax.random.key(17), (n, L), 0, K)
+    levels = np.linspace(0.0, 0.99, 12)
+    for top_k in (None, 2):
+        zs = np.stack([np.asarray(duality.relaxed_sample(jax.random.key(18), x0, float(a), K, tau=1e-3,
+                                                         top_k=top_k)[0]) for a in levels])
+        is_x0 = zs == np.asarray(x0)[None]
+        assert np.all(np.diff(is_x0.astype(int), axis=0) >= 0)  # once x0, x0 for every larger a
+        noise_winner = np.where(is_x0, -1, zs)
+        assert np.all((noise_winner == noise_winner[:1]) | is_x0)  # one noise class per token
+        assert is_x0[0].mean() < 0.4 and is_x0[-1].mean() > 0.9
