@@ -31,29 +31,9 @@ def _config(process, name="ancestral", steps=100, parameterization="denoiser", *
 
 
 def _conditional_model(proc, parameterization="denoiser"):
-    """model_fn(x_t, t, label): the exact p(x_0^i | x_t, y) (label 2 = null: p(x_0^i | x_t)).
-
-    `oracle.exact_model_fn` applied to p(x | y) for each y and to p(x) for the null label; the
-    oracle's enumeration is written out once for all labels (the per-label prior is selected inside);
-    `test_toy_conditional_model_is_the_oracle_per_label` checks it against the oracle.
-    """
-    laws = np.stack([*P_X_GIVEN_Y, P_X])  # [3, K, K]
-    log_laws = jnp.log(jnp.asarray(laws.reshape(3, -1), jnp.float32))  # [3, A]
-    x0s = jnp.array(list(itertools.product(range(K), repeat=L)), jnp.int32)
-
-    def model_fn(x_t, t, label):
-        q = proc.marginal_probs(x0s[None], t[:, None])  # [N, A, L, V]
-        idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
-        log_lik = jnp.log(jnp.maximum(jnp.take_along_axis(q, idx, axis=-1)[..., 0], 1e-30))  # [N, A, L]
-        log_prior = log_laws[label][:, :, None]  # [N, A, 1]
-        onehot = jax.nn.one_hot(x0s, K)
-        if parameterization == "denoiser":
-            w = jax.nn.softmax(log_prior[..., 0] + log_lik.sum(-1), axis=-1)
-            return jnp.log(jnp.einsum("na,alk->nlk", w, onehot) + 1e-30)
-        w = jax.nn.softmax(log_prior + log_lik.sum(-1, keepdims=True) - log_lik, axis=1)
-        return jnp.log(jnp.einsum("nal,alk->nlk", w, onehot) + 1e-30)
-
-    return model_fn
+    """model_fn(x_t, t, label): the exact p(x_0^i | x_t, y) (label 2 = null: p(x_0^i | x_t));
+    `test_toy_conditional_model_is_the_oracle_per_label` checks it against `oracle.exact_model_fn`."""
+    return oracle.exact_conditional_model_fn(np.stack([*P_X_GIVEN_Y, P_X]), proc, parameterization)
 
 
 @pytest.mark.parametrize("process,parameterization", [("masked", "denoiser"), ("uniform", "loo")])
@@ -70,20 +50,7 @@ def test_toy_conditional_model_is_the_oracle_per_label(process, parameterization
 
 def _exact_classifier(proc):
     """log p(y | x_t, t) by enumeration; x_onehot float [B, L, V] (differentiable), t [B]."""
-    x0s = jnp.array(list(itertools.product(range(K), repeat=L)), jnp.int32)  # [A, L]
-    log_joint = jnp.log(jnp.asarray(P_Y[:, None] * P_X_GIVEN_Y.reshape(2, -1), jnp.float32))  # [2, A]
-
-    def classifier_fn(x_onehot, t):
-        # At alpha = 0 (t = 1) every unmasked token is off the support; the limit t -> 1 is used there
-        # (for the masked process p(y | x_t, t) does not depend on t on the support).
-        t = jnp.minimum(t, 1.0 - 1e-6)
-        q = proc.marginal_probs(x0s[None], t[:, None])  # [B, A, L, V]
-        lik = jnp.einsum("blv,balv->bal", x_onehot, q)
-        log_lik = jnp.log(lik + 1e-30).sum(-1)  # [B, A]
-        log_py_x = jax.nn.logsumexp(log_joint[None] + log_lik[:, None], axis=-1)  # [B, 2]
-        return jax.nn.log_softmax(log_py_x, axis=-1)
-
-    return classifier_fn
+    return oracle.exact_classifier_fn(P_Y, P_X_GIVEN_Y, proc)
 
 
 def _law(result):

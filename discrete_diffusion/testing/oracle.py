@@ -186,3 +186,50 @@ def exact_audm_model_fn(p0: np.ndarray, proc):
         return jnp.log(jnp.einsum("na,alk->nlk", w, onehot_x0s) + 1e-30)
 
     return model_fn
+
+
+def exact_conditional_model_fn(laws: np.ndarray, proc, parameterization: str = "denoiser"):
+    """A class-conditional JAX `model_fn(x_t, t, label) -> logits [N, L, K]`: `exact_model_fn` of
+    `laws[label]` for each label (laws `[num_labels + 1, K, ..., K]`, the last one the null label's
+    law p(x)). label int32 `[N]`; t `[N]`."""
+    import jax
+    import jax.numpy as jnp
+
+    K, L = laws.shape[1], laws.ndim - 1
+    log_laws = jnp.log(jnp.maximum(jnp.asarray(laws.reshape(len(laws), -1), jnp.float32), 1e-30))
+    x0s = jnp.array(list(itertools.product(range(K), repeat=L)), jnp.int32)
+    onehot = jax.nn.one_hot(x0s, K)
+
+    def model_fn(x_t, t, label):
+        q = proc.marginal_probs(x0s[None], t[:, None])  # [N, A, L, V]
+        idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
+        log_lik = jnp.log(jnp.maximum(jnp.take_along_axis(q, idx, axis=-1)[..., 0], 1e-30))  # [N, A, L]
+        log_prior = log_laws[label][:, :, None]  # [N, A, 1]
+        if parameterization == "denoiser":
+            w = jax.nn.softmax(log_prior[..., 0] + log_lik.sum(-1), axis=-1)
+            return jnp.log(jnp.einsum("na,alk->nlk", w, onehot) + 1e-30)
+        w = jax.nn.softmax(log_prior + log_lik.sum(-1, keepdims=True) - log_lik, axis=1)
+        return jnp.log(jnp.einsum("nal,alk->nlk", w, onehot) + 1e-30)
+
+    return model_fn
+
+
+def exact_classifier_fn(p_y: np.ndarray, laws: np.ndarray, proc):
+    """The exact noisy classifier `classifier_fn(x_onehot [B, L, V], t [B]) -> log p(y | x_t, t)
+    [B, num_labels]` of the joint p(y) laws[y] (differentiable in x_onehot). At alpha = 0 (t = 1),
+    where every candidate with a clean token is off the support, it returns the limit t -> 1."""
+    import jax
+    import jax.numpy as jnp
+
+    K, L = laws.shape[1], laws.ndim - 1
+    x0s = jnp.array(list(itertools.product(range(K), repeat=L)), jnp.int32)
+    log_joint = jnp.log(jnp.asarray(p_y[:, None] * laws.reshape(len(laws), -1), jnp.float32))
+
+    def classifier_fn(x_onehot, t):
+        t = jnp.minimum(t, 1.0 - 1e-6)
+        q = proc.marginal_probs(x0s[None], t[:, None])  # [B, A, L, V]
+        lik = jnp.einsum("blv,balv->bal", x_onehot, q)
+        log_py_x = jax.nn.logsumexp(log_joint[None] + jnp.log(lik + 1e-30).sum(-1)[:, None], axis=-1)
+        return jax.nn.log_softmax(log_py_x, axis=-1)
+
+    return classifier_fn
