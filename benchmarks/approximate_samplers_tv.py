@@ -3,8 +3,11 @@
     python benchmarks/approximate_samplers_tv.py [--num_samples 20000] [--steps 100]
 
 Prints TV to the true law and its ratio to the multinomial floor for Psi with kappa < 1, ReMDM
-schedules, confidence-based Gibbs correction and parallel first-hitting. With an exact model
-these samplers are biased only through the factorized (per-position independent) prediction.
+schedules (remdm_loop with ReMDM's hold at alpha_on = 0.9), confidence-based Gibbs correction and
+parallel first-hitting. With an exact model these samplers are biased only through the factorized
+(per-position independent) prediction.
+Then guidance (`guided`): both classifier-free guidance forms and classifier guidance with several
+samplers, on a class-conditional toy with exact models and classifier.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ CASES = [
     ("masked", "psi", {"kappa_schedule": "remdm_cap", "eta": 0.05}),
     ("masked", "psi", {"kappa_schedule": "remdm_rescale", "eta": 0.5}),
     ("masked", "psi", {"kappa_schedule": "remdm_loop", "eta": 0.05}),
+    ("masked", "psi", {"kappa_schedule": "remdm_loop"}),  # ReMDM's defaults: alpha_on 0.9, eta 0.02
     ("masked", "psi", {"kappa_schedule": "remdm_conf"}),
     ("uniform", "psi", {"kappa": 0.9}),
     ("uniform", "psi", {"kappa": 0.5}),
@@ -56,6 +60,55 @@ def main() -> None:
         result = dd.generate(jax.random.key(0), model, config, args.num_samples, L)
         tv = oracle.total_variation(oracle.empirical_law(np.asarray(result.tokens), K), target)
         print(f"{process:>8} {name:>14} {str(extra):<62} TV {tv:.5f}  x{tv / floor:5.2f}  NFE {result.nfe}")
+    guided(args)
+
+
+# Guidance on a class-conditional toy (K = 3, L = 2, labels {0, 1}, exact conditional models and
+# exact noisy classifier): TV of the samples for label 0 to p(x | y) at w = 1 (where both CFG forms
+# and classifier guidance are exact in the limit of small steps) and to the tilted law
+# p(x | y)^w p(x)^(1 - w) at w = 2 (which no per-step guidance samples exactly).
+GUIDED_CASES = [
+    ("masked", "ancestral", {"guidance": "cfg", "cfg_form": "denoiser"}),
+    ("masked", "ancestral", {"guidance": "cfg", "cfg_form": "posterior"}),
+    ("uniform", "ancestral", {"guidance": "cfg", "cfg_form": "denoiser"}),
+    ("uniform", "ancestral", {"guidance": "cfg", "cfg_form": "posterior"}),
+    ("masked", "ancestral", {"guidance": "classifier"}),
+    ("uniform", "ancestral", {"guidance": "classifier"}),
+    ("uniform", "ancestral", {"guidance": "classifier", "classifier_time": "s"}),
+    ("uniform", "psi", {"guidance": "classifier", "kappa": 0.9}),
+    ("uniform", "score_tweedie", {"guidance": "classifier"}),
+    ("uniform", "informed_pc", {"guidance": "classifier", "corrector_steps": 1, "sites_per_sweep": 1,
+                                "site_rule": "random"}),
+]
+
+
+def guided(args: argparse.Namespace) -> None:
+    from discrete_diffusion.sampling import guidance
+
+    K, L, label = 3, 2, 0
+    p_y = np.array([0.4, 0.6])
+    laws = np.stack([oracle.toy_law(K, L, seed=3), oracle.toy_law(K, L, seed=4)])
+    p_x = np.tensordot(p_y, laws, axes=1)
+    print(f"\nguidance: toy K={K} L={L}, label {label}; TV to p(x|y) (w = 1) and to "
+          "p(x|y)^w p(x)^(1-w) (w = 2)")
+    for process, name, extra in GUIDED_CASES:
+        for w in (1.0, 2.0):
+            target = laws[label].reshape(-1) ** w * p_x.reshape(-1) ** (1 - w)
+            target = target / target.sum()
+            floor = oracle.expected_tv_floor(target, args.num_samples)
+            config = ml_collections.ConfigDict({
+                "process": {"name": process, "schedule": "linear", "num_classes": K},
+                "model": {"parameterization": "denoiser", "num_labels": 2},
+                "sampler": {"name": name, "num_steps": args.steps, "guidance_weight": w, **extra},
+            })
+            proc = dd.processes.from_config(config.process)
+            model = oracle.exact_conditional_model_fn(np.stack([*laws, p_x]), proc)
+            cls = oracle.exact_classifier_fn(p_y, laws, proc) if extra["guidance"] == "classifier" else None
+            result = guidance.guided_generate(jax.random.key(0), model, config, args.num_samples, L,
+                                              label=label, classifier_fn=cls)
+            tv = oracle.total_variation(oracle.empirical_law(np.asarray(result.tokens), K), target)
+            print(f"{process:>17} {name:>14} {str(extra):<62} w={w:<3} TV {tv:.5f}  x{tv / floor:5.2f}  "
+                  f"NFE {result.nfe}")
 
 
 if __name__ == "__main__":
