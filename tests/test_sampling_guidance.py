@@ -121,7 +121,8 @@ def test_cfg_mix_endpoints_and_impossible_states():
 
 
 @pytest.mark.parametrize("field,value", [("guidance", "cfgg"), ("guidance_weight", float("nan")),
-                                         ("guidance_weight", "2"), ("classifier_mode", "hessian")])
+                                         ("guidance_weight", "2"), ("classifier_mode", "hessian"),
+                                         ("cfg_form", "logits"), ("classifier_time", "u")])
 def test_bad_guidance_fields_name_the_field(field, value):
     config = _config("masked", **{field: value})
     proc = dd.processes.from_config(config.process)
@@ -291,6 +292,13 @@ def test_classifier_guidance_with_other_samplers(process, name):
     print(f"\n{process} {name}: classifier guidance w=1 TV to p(x|y) {tv:.4f} (unguided {tv_unguided:.4f}, "
           f"floor {oracle.expected_tv_floor(target, n):.4f})")
     assert tv < 0.2 * tv_unguided and result.nfe == 100
+
+
+def test_kernel_guidance_refuses_greedy_final():
+    config = _config("masked", guidance="cfg", cfg_form="posterior", greedy_final=True)
+    with pytest.raises(ValueError, match="config.sampler.greedy_final"):
+        guidance.guided_generate(jax.random.key(0), _conditional_model(dd.processes.masked(K)), config, 4, L,
+                                 label=0)
 
 
 @pytest.mark.parametrize("name", ["first_hitting"])
