@@ -29,7 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from discrete_diffusion import train  # noqa: E402
+from discrete_diffusion import training  # noqa: E402
 from discrete_diffusion.evaluation import frontier  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    config = train.load_config(args.workdir)
+    config = training.load_config(args.workdir)
     with config.unlocked():
         config.eval.samplers = args.sampler
         config.eval.steps = tuple(args.steps)
@@ -58,9 +58,9 @@ def main() -> None:
         config.sampler.top_p = 1.0
         config.sampler.top_k = 0
     frontier.validate_eval(config)
-    config, data, exp, state = train.load_state(config, args.workdir)
+    config, data, trainer, state = training.load_state(config, args.workdir)
     out_dir = os.path.join(args.workdir, "eval", "float_precision")
-    rows = frontier.frontier_of_state(config, data, exp, state.ema_params, out_dir)
+    rows = frontier.frontier_of_state(config, data, trainer, state.ema_params, out_dir)
     rows = sorted({(r["num_steps"], r["categorical"]): r for r in rows if r["sweep"] == "steps"}
                   .values(), key=lambda r: (r["num_steps"], r["categorical"]))
     judge = frontier.judge_name(config, data)

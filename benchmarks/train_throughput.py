@@ -4,7 +4,7 @@
         [--warmup=3] [--mesh=DATA,FSDP,TENSOR] [--dtype=bfloat16] [--remat] [--random_tokens=K]
         [--peak_tflops=X] [--config.training.batch_size=64 ...]
 
-The step is the library's own jitted, sharded train step (`train.Experiment._train_step`), fed one
+The step is the library's own jitted, sharded train step (`training.Trainer._train_step`), fed one
 batch repeated so that input time is excluded; the median over `--steps` timed steps after
 `--warmup` untimed ones (compilation included in warmup) is reported.
 
@@ -41,10 +41,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from discrete_diffusion import config_validation, sharding, train  # noqa: E402
+from discrete_diffusion import config_validation, sharding, training  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Trainer config file.", lock_config=True)
 flags.DEFINE_integer("steps", 20, "Timed steps.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps (the first compiles).")
 flags.DEFINE_string("mesh", None, "config.mesh sizes 'data,fsdp,tensor' (-1 = the rest).")
@@ -100,38 +100,38 @@ def main(argv):
     config_validation.validate(config)
     if FLAGS.random_tokens:
         config = config.copy_and_resolve_references()
-        exp = train.get_experiment(config, FLAGS.random_tokens)
         seq_len = int(config.data.seq_len)
+        trainer = training.get_trainer(config, FLAGS.random_tokens, seq_len)
         rng = np.random.default_rng(0)
         rows = int(config.training.batch_size) // jax.process_count()
         host_batch = {"tokens": rng.integers(0, FLAGS.random_tokens, (rows, seq_len), np.int32)}
     else:
-        config, data, exp = train.setup(config)
+        config, data, trainer = training.setup(config)
         seq_len = int(data.seq_len)
         host_batch = next(data.train_iter)
-    state = exp.init_state(int(config.training.seed))
-    batch = exp.shard_batch(host_batch)
+    state = trainer.init_state(int(config.training.seed))
+    batch = trainer.shard_batch(host_batch)
     t0 = time.time()
     for _ in range(FLAGS.warmup):
-        state, m = exp._train_step(state, batch)
+        state, m = trainer._train_step(state, batch)
     jax.block_until_ready(m)
     compile_s = time.time() - t0
     times = []
     for _ in range(FLAGS.steps):
         t = time.time()
-        state, m = exp._train_step(state, batch)
+        state, m = trainer._train_step(state, batch)
         jax.block_until_ready(m)
         times.append(time.time() - t)
     step_s = float(np.median(times))
     tokens = int(config.training.batch_size) * seq_len
     tokens_s = tokens / step_s
-    dims = exp.model
+    dims = trainer.method.model
     n_matmul, flops_token = model_flops_per_token(state.params, int(dims.num_layers), seq_len,
                                                   int(dims.d_model))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     device = jax.devices()[0]
     print(f"devices={jax.device_count()} ({device.platform}, {device.device_kind}) mesh="
-          f"{dict(exp.mesh.shape)} dtype={config.model.dtype} remat={config.model.get('remat', False)}")
+          f"{dict(trainer.mesh.shape)} dtype={config.model.dtype} remat={config.model.get('remat', False)}")
     print(f"params={n_params:,} (matmul {n_matmul:,}) layers={dims.num_layers} d={dims.d_model} "
           f"batch={config.training.batch_size} seq_len={seq_len} loss={float(m['loss']):.4f}")
     print(f"warmup+compile {compile_s:.2f}s; step {step_s * 1e3:.1f} ms (median of {len(times)}); "

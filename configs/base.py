@@ -8,33 +8,73 @@ from __future__ import annotations
 
 import ml_collections
 
-from discrete_diffusion.data import default_data_config
+ph = ml_collections.config_dict.placeholder
+HELDOUT_PLAYS = ("macbeth", "the-tempest")  # discrete_diffusion.data.shakespeare.DEFAULT_HELDOUT_PLAYS
+
+
+def data_config() -> ml_collections.ConfigDict:
+    """`config.data` with every field at its default (the same as the library's
+    `discrete_diffusion.data.default_data_config()`; a test keeps the two equal). Configs import
+    nothing from the library, so reading a config never loads jax."""
+    return ml_collections.ConfigDict({
+        "name": "shakespeare",  # 'shakespeare' | 'synthetic' | 'local' | 'lm1b' | 'openwebtext' | ...
+        "tokenizer": ph(str),
+        "vocab_size": 4096,
+        "seq_len": ph(int),
+        "packing": "pack",
+        "add_bos_eos": ph(bool),
+        "data_dir": ph(str),
+        "cache_dir": "~/.cache/discrete_diffusion",
+        "text_field": "text",
+        "eval_fraction": 0.05,
+        "on_bad_document": "error",  # 'error' | 'skip' (undecodable or oversized documents)
+        "on_empty_document": "skip",  # 'skip' | 'error'
+        "max_document_bytes": 1 << 30,
+        "heldout_plays": HELDOUT_PLAYS,
+        "seed": 0,
+        "eval_batch_size": ph(int),
+        "eval_max_batches": ph(int),
+        "eval_pad_last": True,
+        "num_threads": 4,
+        "prefetch": 8,
+        "synthetic_vocab_size": 32,
+        "synthetic_support": 4,
+        "synthetic_concentration": 0.5,
+        "num_train_sequences": 100_000,
+        "num_eval_sequences": 10_000,
+        "num_states": ph(int),
+    })
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+
+    # The method (discrete_diffusion/methods/): 'diffusion' | 'autoregressive' | 'module:Factory'.
+    # Unset: 'autoregressive' when config.model.name == 'ar', else 'diffusion'.
+    config.method = ml_collections.ConfigDict()
+    config.method.name = ph(str)
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "masked"  # 'masked' | 'uniform'
     config.process.schedule = "loglinear"  # 'linear' | 'loglinear' | 'cosine' | 'poly'
     config.process.schedule_eps = 1e-3
     config.process.schedule_power = 2.0
-    config.process.num_classes = ml_collections.config_dict.placeholder(int)  # from the data
+    config.process.num_classes = ph(int)  # from the data
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "dit"
     config.model.size = "tiny"  # 'tiny' | 'small' | 'medium' | 'custom'
-    config.model.num_layers = ml_collections.config_dict.placeholder(int)
-    config.model.d_model = ml_collections.config_dict.placeholder(int)
-    config.model.num_heads = ml_collections.config_dict.placeholder(int)
-    config.model.cond_dim = ml_collections.config_dict.placeholder(int)
+    config.model.num_layers = ph(int)
+    config.model.d_model = ph(int)
+    config.model.num_heads = ph(int)
+    config.model.cond_dim = ph(int)
     config.model.parameterization = "denoiser"  # 'denoiser' | 'loo' | 'score'
     config.model.time_conditioning = True
     config.model.dropout = 0.1
     config.model.dtype = "float32"  # 'float32' | 'bfloat16'
     config.model.remat = False
     # jax.nn.dot_product_attention implementation: None (XLA) | 'xla' | 'cudnn' (GPU flash attention)
-    config.model.attention_impl = ml_collections.config_dict.placeholder(str)
+    config.model.attention_impl = ph(str)
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
     config.model.num_labels = 0  # > 0: class-conditional (label inputs)
 
@@ -52,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.ema_decay = 0.9999  # 0 disables EMA (ema_params = params)
     config.training.grad_accum_steps = 1
     config.training.t_min = 1e-3
+    config.training.label_dropout = 0.1  # class-conditional models: P(label -> null label) (CFG)
     config.training.seed = 0
     config.training.log_every = 50
     config.training.eval_every = 500
@@ -63,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.max_checkpoints = 2
     config.training.max_train_minutes = 0.0  # > 0: stop (eval, samples, checkpoint) after this long
 
-    config.data = default_data_config()
+    config.data = data_config()
 
     config.sampler = ml_collections.ConfigDict()
     config.sampler.name = "ancestral"

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from discrete_diffusion import losses, parameterizations, processes, sampling, schedules, sharding
+from discrete_diffusion import (
+    losses,
+    methods,
+    parameterizations,
+    processes,
+    sampling,
+    schedules,
+    sharding,
+)
 from discrete_diffusion.data import DATASETS
 from discrete_diffusion.models import ATTENTION_IMPLS, DTYPES, MODELS, SIZES
 
@@ -53,6 +61,7 @@ def validate(config: Any) -> None:
     for section in ("process", "model", "training", "data", "sampler"):
         if section not in config:
             raise ValueError(f"config.{section} is missing (see configs/base.py)")
+    methods.factory(methods.method_name(config))  # config.method.name: registered or importable
     _choice(config, "process.name", processes.NAMES)
     _choice(config, "process.schedule", schedules.NAMES)
     _number(config, "process.schedule_eps", minimum=0.0, maximum=1.0, min_exclusive=True,
@@ -103,6 +112,8 @@ def validate(config: Any) -> None:
     _number(config, "training.clip_norm", minimum=0.0)
     _number(config, "training.ema_decay", minimum=0.0, maximum=1.0, max_exclusive=True)
     _number(config, "training.t_min", minimum=0.0, maximum=1.0, max_exclusive=True)
+    if "label_dropout" in config.training:
+        _number(config, "training.label_dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
     tc = config.training
     if tc.batch_size % tc.grad_accum_steps:
         raise ValueError(

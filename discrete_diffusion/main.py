@@ -48,16 +48,16 @@ def main(argv):
     sharding.initialize_distributed(FLAGS)  # before anything touches the devices
     config = FLAGS.config
     config_validation.validate(config)
-    from discrete_diffusion import train  # heavy imports after validation
+    from discrete_diffusion import training  # heavy imports after validation
 
     if FLAGS.mode == "train":
-        train.train_and_evaluate(config, FLAGS.workdir)
+        training.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":  # likelihood, sample quality and the frontier: workdir/eval/
         from discrete_diffusion.evaluation import report
 
         report.evaluate_workdir(config, FLAGS.workdir)
     else:
-        train.sample_checkpoint(config, FLAGS.workdir)
+        training.sample_checkpoint(config, FLAGS.workdir)
 
 
 def run() -> None:

@@ -45,6 +45,24 @@ class TrainMetrics(clu_metrics.Collection):
         return self.compute()[name]
 
 
+_METRIC_CLASSES: dict[tuple[str, ...], type] = {}
+
+
+def train_metrics_class(extra: tuple[str, ...] = ()) -> type:
+    """`TrainMetrics` plus an `Average` of each name in `extra` (a method's own metrics, from
+    `aux['metrics']` of its loss); one class per tuple of names."""
+    extra = tuple(sorted(n for n in extra if n not in TrainMetrics.__annotations__))
+    if not extra:
+        return TrainMetrics
+    if extra not in _METRIC_CLASSES:
+        annotations = {**TrainMetrics.__annotations__,
+                       **{n: clu_metrics.Average.from_output(n) for n in extra}}
+        cls = type("MethodTrainMetrics", (clu_metrics.Collection,),
+                   {"__annotations__": annotations, "__getitem__": TrainMetrics.__getitem__})
+        _METRIC_CLASSES[extra] = flax.struct.dataclass(cls)
+    return _METRIC_CLASSES[extra]
+
+
 def perplexity(nelbo: float) -> float:
     """exp(nelbo), nelbo in nats per token (clipped to avoid overflow)."""
     return float(math.exp(min(float(nelbo), 700.0)))
@@ -108,4 +126,5 @@ class MetricWriter:
             self._tb = None
 
 
-__all__ = ["LN2", "MetricWriter", "TrainMetrics", "perplexity", "with_derived"]
+__all__ = ["LN2", "MetricWriter", "TrainMetrics", "perplexity", "train_metrics_class",
+           "with_derived"]

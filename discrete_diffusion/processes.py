@@ -116,6 +116,11 @@ class InterpolatingProcess:
         keep = jax.random.uniform(k_keep, x0.shape) < self.alpha(per_token(t, x0))
         return jnp.where(keep, x0, self.sample_prior(k_noise, x0.shape)).astype(jnp.int32)
 
+    def corrupt(self, key: Array, x0: Array, t: Array) -> tuple[Array, dict[str, Array]]:
+        """(x_t, extras): x_t ~ q_t(. | x_0) and the further inputs the network reads beside
+        (x_t, t), passed to it (and to the objective) as keyword arguments; none here."""
+        return self.sample_marginal(key, x0, t), {}
+
     def log_likelihood(self, x_t: Array, t: Array) -> Array:
         """log q_t(x_t^i | x_0^i = v) for the K clean values v, `[..., L, K]` (NEG_INF if 0)."""
         alpha = self.alpha(per_token(t, x_t))[..., None]
@@ -226,6 +231,11 @@ class UniformAbsorbingProcess(UniformProcess):
         u = self.sample_prior(k_noise, x0.shape)
         keep = jax.random.uniform(k_keep, x0.shape) < self.alpha(per_token(t, x0))
         return jnp.where(keep, x0, u).astype(jnp.int32), u
+
+    def corrupt(self, key: Array, x0: Array, t: Array) -> tuple[Array, dict[str, Array]]:
+        """(x_t, {'noise': u}): the network and the AUDM NELBO read the noise ids u."""
+        x_t, u = self.sample_with_noise(key, x0, t)
+        return x_t, {"noise": u}
 
     def resample_noise(self, key: Array, x0: Array, x_s: Array, s: Array) -> Array:
         """u_s ~ p(u | x_0, x_s) at time s:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_train_ar import ar_config
 
-from discrete_diffusion import train
+from discrete_diffusion import training
 from discrete_diffusion.evaluation import judge as judges
 
 REAL = (
@@ -177,12 +177,12 @@ def test_eos_truncation_counts_tokens_up_to_the_first_eos():
 def test_ar_judge_from_a_workdir_scores_as_training_eval(tmp_path):
     """The judge restored from a workdir's checkpoint (EMA parameters) scores held-out sequences
     with exactly the NLL of the experiment's own evaluation."""
-    config, data, exp = train.setup(ar_config())
-    state = exp.init_state(0)
+    config, data, trainer = training.setup(ar_config())
+    state = trainer.init_state(0)
     rng = np.random.default_rng(5)  # perturbed: the zero-initialized head would be uniform
     ema = jax.tree.map(lambda x: x + 0.3 * rng.standard_normal(x.shape, np.float32), state.params)
-    mngr = train.checkpoint_manager(str(tmp_path), config)
-    train.save_checkpoint(mngr, state.replace(ema_params=ema), None)
+    mngr = training.checkpoint_manager(str(tmp_path), config)
+    training.save_checkpoint(mngr, state.replace(ema_params=ema), None)
     mngr.wait_until_finished()
     mngr.close()
 
@@ -190,9 +190,10 @@ def test_ar_judge_from_a_workdir_scores_as_training_eval(tmp_path):
     batch = next(data.eval_batches(1))
     res = judges.generative_perplexity(jd, [data.tokenizer.decode(row) for row in batch["tokens"]])
     assert res["num_tokens"].tolist() == [data.seq_len] * len(batch["tokens"])
-    ev = exp.evaluate(ema, iter([batch]))
+    ev = trainer.evaluate(ema, iter([batch]))
     assert res["nll_per_token"] == pytest.approx(ev["eval_nelbo"], rel=1e-5)
-    assert ev["eval_nelbo"] != pytest.approx(math.log(exp.bos_id), rel=1e-3)  # not the uniform init
+    uniform = math.log(trainer.method.bos_id)
+    assert ev["eval_nelbo"] != pytest.approx(uniform, rel=1e-3)  # not the uniform init
     config.model.name = "dit"
-    with pytest.raises(ValueError, match="'ar'"):
+    with pytest.raises(ValueError, match="has no next-token logits"):
         judges.load_ar_judge(config, str(tmp_path))

@@ -89,9 +89,9 @@ def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):
     for name in ("frontier.csv", "frontier_unigram_entropy.png", "frontier_nfe.png", "samples.txt"):
         assert (tmp_path / "eval" / name).stat().st_size > 0, name
     # the saved config is a valid config of the same run (the sweep script's default)
-    from discrete_diffusion import train
+    from discrete_diffusion import training
 
-    saved = train.load_config(str(tmp_path))
+    saved = training.load_config(str(tmp_path))
     config_validation.validate(saved)
     assert saved.process.num_classes == saved.data.synthetic_vocab_size
     assert list(saved.eval.steps) == [16, 32, 64, 128]
@@ -157,7 +157,7 @@ def test_every_config_is_valid(name):
     "path, value, message",
     [
         ("process.name", "gaussian", "config.process.name='gaussian' is not one of ['masked'"),
-        ("process.schedule", "exp", "config.process.schedule='exp' is not one of"),
+        ("process.schedule", "trainer", "config.process.schedule='trainer' is not one of"),
         ("model.parameterization", "eps", "config.model.parameterization='eps' is not one of"),
         ("sampler.name", "ddim", "config.sampler.name='ddim' is not one of"),
         ("training.loss", "mse", "config.training.loss='mse' is not one of ['elbo'"),

@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import base, synthetic_absorbing
-from discrete_diffusion import config_validation, sharding, train
+from discrete_diffusion import config_validation, sharding, training
 from discrete_diffusion import models as models_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,14 +150,14 @@ def flat_params_abstract(params) -> list[str]:
 
 def test_state_specs_follow_params():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), sharding.AXES)
-    _, _, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    specs = sharding.state_specs(jax.eval_shape(exp._init_impl, jax.random.PRNGKey(0)), mesh)
-    p = specs.params["blocks_0"]["mlp"]["fc1"]["kernel"]
+    _, _, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
+    specs = sharding.state_specs(jax.eval_shape(trainer._init_impl, jax.random.PRNGKey(0)), mesh)
+    p = specs.params["network"]["blocks_0"]["mlp"]["fc1"]["kernel"]
     assert p == P("fsdp", "tensor")
-    assert specs.ema_params["blocks_0"]["mlp"]["fc1"]["kernel"] == p
+    assert specs.ema_params["network"]["blocks_0"]["mlp"]["fc1"]["kernel"] == p
     moments = [s for path, s in jax.tree_util.tree_leaves_with_path(
         specs.opt_state, is_leaf=lambda s: isinstance(s, P)) if sharding.path_str(path) ==
-        "blocks_0/mlp/fc1/kernel"]
+        "network/blocks_0/mlp/fc1/kernel"]
     assert moments == [p, p]  # adam mu and nu
     assert specs.step == P() and specs.rng == P()
 
@@ -196,16 +196,16 @@ _MESH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     import jax, numpy as np
     from test_sharding import tiny_config, flat_params
-    from discrete_diffusion import train
+    from discrete_diffusion import training
     assert len(jax.devices()) == 8
     out = {{}}
     for mesh in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
-        config, data, exp = train.setup(tiny_config(mesh=mesh))
-        assert exp.mesh.devices.shape == mesh
-        state = exp.init_state(0)
+        config, data, trainer = training.setup(tiny_config(mesh=mesh))
+        assert trainer.mesh.devices.shape == mesh
+        state = trainer.init_state(0)
         losses = []
         for _ in range(3):
-            state, m = exp.train_step(state, next(data.train_iter))
+            state, m = trainer.train_step(state, next(data.train_iter))
             losses.append(float(m["loss"]))
         name = "x".join(map(str, mesh))
         out[name] = losses
@@ -216,12 +216,12 @@ _MESH_SCRIPT = textwrap.dedent(
                        and x.addressable_shards[0].data.shape != x.shape]
             out[name + "_" + axis] = len(sharded)
         if mesh == (2, 4, 1):
-            mngr = train.checkpoint_manager({tmp!r}, config)
-            train.save_checkpoint(mngr, state, data.train_iter)
+            mngr = training.checkpoint_manager({tmp!r}, config)
+            training.save_checkpoint(mngr, state, data.train_iter)
             mngr.wait_until_finished()
             saved = flat_params(state.params)
-            _, _, exp8 = train.setup(tiny_config(mesh=(8, 1, 1)))
-            restored, ok = train.restore_checkpoint(mngr, exp8.abstract_state(), data.train_iter)
+            _, _, exp8 = training.setup(tiny_config(mesh=(8, 1, 1)))
+            restored, ok = training.restore_checkpoint(mngr, exp8.abstract_state(), data.train_iter)
             mngr.close()
             assert ok and int(restored.step) == 3
             got = flat_params(restored.params)
@@ -236,10 +236,10 @@ _MESH_SCRIPT = textwrap.dedent(
 def _restore_params(workdir, step: int) -> dict[str, np.ndarray]:
     """The parameters of a run's latest checkpoint (at `step`), restored onto this process's
     single device, whatever mesh saved them."""
-    config, _, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    mngr = train.checkpoint_manager(str(workdir), config)
+    config, _, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
+    mngr = training.checkpoint_manager(str(workdir), config)
     try:
-        state, ok = train.restore_checkpoint(mngr, exp.abstract_state())
+        state, ok = training.restore_checkpoint(mngr, trainer.abstract_state())
     finally:
         mngr.close()
     assert ok and int(state.step) == step
@@ -251,11 +251,11 @@ def test_meshes_match_one_device_and_checkpoints_move(tmp_path):
     res = run_python(script, devices=8)
     out = json.loads(res.stdout.strip().splitlines()[-1])
 
-    config, data, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    state = exp.init_state(0)
+    config, data, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
+    state = trainer.init_state(0)
     ref_losses = []
     for _ in range(3):
-        state, m = exp.train_step(state, next(data.train_iter))
+        state, m = trainer.train_step(state, next(data.train_iter))
         ref_losses.append(float(m["loss"]))
     ref = flat_params(state.params)
     for name in ("8x1x1", "2x4x1", "2x2x2"):
@@ -283,7 +283,7 @@ def test_two_processes_match_one(tmp_path):
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     # meanwhile, the same run in this process (one process, one device)
-    train.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path / "one"), devices=jax.devices()[:1])
+    training.train_and_evaluate(tiny_config(num_steps=5), str(tmp_path / "one"), devices=jax.devices()[:1])
     log, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, log[-4000:]
     assert "[p0]" in log and "[p1]" in log and "devices: 2" in log
@@ -309,20 +309,20 @@ def test_launcher_fails_when_a_process_fails(tmp_path):
 
 
 def test_bfloat16_keeps_float32_weights_and_loss():
-    config, data, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    state = exp.init_state(0)
+    config, data, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
+    state = trainer.init_state(0)
     for _ in range(5):  # train a little in float32 so the logits are not all zero
-        state, _ = exp.train_step(state, next(data.train_iter))
+        state, _ = trainer.train_step(state, next(data.train_iter))
     c16 = tiny_config()
     c16.model.dtype = "bfloat16"
     c16.process.num_classes = config.process.num_classes
-    exp16 = train.get_experiment(c16, int(data.num_classes), jax.devices()[:1])
-    batch = exp.shard_batch(next(data.train_iter))
+    exp16 = training.get_trainer(c16, int(data.num_classes), int(data.seq_len), jax.devices()[:1])
+    batch = trainer.shard_batch(next(data.train_iter))
     key = jax.random.PRNGKey(3)
-    n32 = float(exp._eval_step(state.params, batch, key)["samples"].sum())
+    n32 = float(trainer._eval_step(state.params, batch, key)["samples"].sum())
     n16 = float(exp16._eval_step(state.params, batch, key)["samples"].sum())
     assert np.isfinite(n16) and abs(n16 - n32) < 0.02 * abs(n32)
-    logits = exp16.model.apply({"params": state.params}, batch["tokens"], jnp.full((16,), 0.5))
+    logits = exp16.method.network(state.params, batch["tokens"], jnp.full((16,), 0.5))
     assert logits.dtype == jnp.float32
 
     s16 = exp16.init_state(0)
@@ -332,13 +332,13 @@ def test_bfloat16_keeps_float32_weights_and_loss():
 
 
 def test_remat_gives_the_same_step():
-    config, data, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
+    config, data, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
     cr = tiny_config()
     cr.model.remat = True
     cr.process.num_classes = config.process.num_classes
-    expr = train.get_experiment(cr, int(data.num_classes), jax.devices()[:1])
+    expr = training.get_trainer(cr, int(data.num_classes), int(data.seq_len), jax.devices()[:1])
     batch = next(data.train_iter)
-    s, m = exp.train_step(exp.init_state(0), batch)
+    s, m = trainer.train_step(trainer.init_state(0), batch)
     sr, mr = expr.train_step(expr.init_state(0), batch)
     np.testing.assert_allclose(float(mr["loss"]), float(m["loss"]), rtol=1e-6)
     assert_trees_close(flat_params(sr.params), flat_params(s.params))

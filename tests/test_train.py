@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from configs import synthetic_absorbing
-from discrete_diffusion import train
+from discrete_diffusion import training
+from discrete_diffusion.methods import stratified
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,34 +52,36 @@ def tiny_config(num_steps: int = 20, process: str = "masked"):
 
 @pytest.mark.parametrize("process", ["masked", "uniform", "uniform_absorbing"])
 def test_loss_decreases(process):
-    config, data, exp = train.setup(tiny_config(process=process))
-    state = exp.init_state(0)
+    config, data, trainer = training.setup(tiny_config(process=process))
+    state = trainer.init_state(0)
     batches = [next(data.train_iter) for _ in range(4)]
-    m0 = [float(exp._eval_step(state.params, exp.shard_batch(b), jax.random.PRNGKey(1))["samples"].sum())
-          for b in batches]
+    def nelbo(params, b):
+        out = trainer._eval_step(params, trainer.shard_batch(b), jax.random.PRNGKey(1))
+        return float(out["samples"].sum())
+
+    m0 = [nelbo(state.params, b) for b in batches]
     for _ in range(40):
-        state, metrics = exp.train_step(state, next(data.train_iter))
+        state, metrics = trainer.train_step(state, next(data.train_iter))
         assert np.isfinite(float(metrics["loss"]))
-    m1 = [float(exp._eval_step(state.params, exp.shard_batch(b), jax.random.PRNGKey(1))["samples"].sum())
-          for b in batches]
+    m1 = [nelbo(state.params, b) for b in batches]
     assert sum(m1) < 0.95 * sum(m0)
-    ev = exp.evaluate(state.params, data.eval_batches(2))
+    ev = trainer.evaluate(state.params, data.eval_batches(2))
     assert np.isfinite(ev["eval_nelbo"]) and abs(ev["eval_bpt"] * np.log(2) - ev["eval_nelbo"]) < 1e-6
 
 
 def test_low_discrepancy_t():
-    config, data, exp = train.setup(tiny_config())
-    t = np.asarray(exp._sample_t(jax.random.PRNGKey(0), 8))
+    config = tiny_config()
+    t = np.asarray(stratified.batch_times(jax.random.PRNGKey(0), 8, config.training.t_min))
     assert t.min() >= config.training.t_min and t.max() <= 1.0
     gaps = np.diff(np.sort(t))
     np.testing.assert_allclose(gaps, (1 - config.training.t_min) / 8, rtol=1e-4)
 
 
 def test_resume_is_exact(tmp_path):
-    s_full = train.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "full"))
-    s_half = train.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "split"), stop_at=3)
+    s_full = training.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "full"))
+    s_half = training.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "split"), stop_at=3)
     assert int(s_half.step) == 3
-    s_split = train.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "split"))
+    s_split = training.train_and_evaluate(tiny_config(num_steps=6), str(tmp_path / "split"))
     assert int(s_split.step) == int(s_full.step) == 6
     for a, b in zip(jax.tree.leaves(s_full), jax.tree.leaves(s_split), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
@@ -90,8 +93,8 @@ def test_resume_is_exact(tmp_path):
 def test_grad_accumulation_matches_full_batch():
     c1, c2 = tiny_config(), tiny_config()
     c2.training.grad_accum_steps = 4
-    _, data1, e1 = train.setup(c1)
-    _, _, e2 = train.setup(c2)
+    _, data1, e1 = training.setup(c1)
+    _, _, e2 = training.setup(c2)
     s1, s2 = e1.init_state(0), e2.init_state(0)
     batch = next(data1.train_iter)
     s1, m1 = e1.train_step(s1, batch)
@@ -107,14 +110,14 @@ _DEVICE_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     import jax
     from test_train import tiny_config
-    from discrete_diffusion import train
-    config, data, exp = train.setup(tiny_config())
-    state = exp.init_state(0)
+    from discrete_diffusion import training
+    config, data, trainer = training.setup(tiny_config())
+    state = trainer.init_state(0)
     out = []
     for _ in range(3):
-        state, m = exp.train_step(state, next(data.train_iter))
+        state, m = trainer.train_step(state, next(data.train_iter))
         out.append(float(m["loss"]))
-    print(json.dumps({{"n": len(jax.devices()), "mesh": int(exp.mesh.devices.size), "losses": out}}))
+    print(json.dumps({{"n": len(jax.devices()), "mesh": int(trainer.mesh.devices.size), "losses": out}}))
     """
 )
 
@@ -130,11 +133,11 @@ def _run_devices(n: int) -> dict:
 
 
 def test_eight_devices_match_one():
-    _, data, exp = train.setup(tiny_config(), devices=jax.devices()[:1])
-    state = exp.init_state(0)
+    _, data, trainer = training.setup(tiny_config(), devices=jax.devices()[:1])
+    state = trainer.init_state(0)
     one = []
     for _ in range(3):
-        state, m = exp.train_step(state, next(data.train_iter))
+        state, m = trainer.train_step(state, next(data.train_iter))
         one.append(float(m["loss"]))
     eight = _run_devices(8)
     assert eight["n"] == 8 and eight["mesh"] == 8
@@ -145,7 +148,7 @@ def test_time_budget_stops_training_with_eval_and_checkpoint(tmp_path):
     config = tiny_config(num_steps=100_000)
     config.training.max_train_minutes = 0.05  # 3 s, compilation included
     config.training.eval_every = 100_000
-    state = train.train_and_evaluate(config, str(tmp_path))
+    state = training.train_and_evaluate(config, str(tmp_path))
     assert 0 < int(state.step) < 100_000
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "eval" and r["step"] == int(state.step) for r in rows)

@@ -358,14 +358,14 @@ def make_judge(config: Any, data: Any) -> Judge | None:
                     "gap": r["gap"], "gap_se": r["gap_se"], "frac_impossible": r["frac_impossible"]}
 
         return exact
-    from discrete_diffusion import train
+    from discrete_diffusion import training
     from discrete_diffusion.evaluation import judge as judge_lib
 
     if name == "smollm2":
         model = judge_lib.load_smollm2_judge()
     else:  # 'ar:WORKDIR'
         ar_workdir = name[len("ar:"):]
-        model = judge_lib.load_ar_judge(train.load_config(ar_workdir), ar_workdir)
+        model = judge_lib.load_ar_judge(training.load_config(ar_workdir), ar_workdir)
 
     def text_judge(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
         r = judge_lib.generative_perplexity(model, texts)
@@ -410,10 +410,10 @@ def data_row(data: Any, num_samples: int, judge: Judge | None, stats: Stats) -> 
     return row
 
 
-def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: str,
+def frontier_of_state(config: Any, data: Any, trainer: Any, params: Any, out_dir: str,
                       judge: Judge | None | str = "config",
                       log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Runs the sweep of `config.eval` on `params` of a trained experiment and writes
+    """Runs the sweep of `config.eval` on `params` of a trained method (`trainer.generate`) and writes
     out_dir/frontier.{csv,json} and the plots; returns the rows. `judge`: 'config' builds the
     judge of config.eval.judge (`make_judge`); or pass one already built (or None)."""
     from discrete_diffusion import sharding
@@ -422,7 +422,7 @@ def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: st
     points = grid(config, seq_len)
 
     def generate(sampler: Any, key: jax.Array, n: int) -> tuple[np.ndarray, int]:
-        res = exp.generate(params, key, n, seq_len, sampler=sampler)
+        res = trainer.generate(params, key, n, seq_len, sampler=sampler)
         return sharding.to_host(res.tokens), res.nfe
 
     def decode(row: np.ndarray) -> str:
@@ -446,16 +446,16 @@ def frontier_of_state(config: Any, data: Any, exp: Any, params: Any, out_dir: st
 def main(argv: Sequence[str]) -> None:
     from absl import flags
 
-    from discrete_diffusion import train
+    from discrete_diffusion import training
 
     del argv
     FLAGS = flags.FLAGS
     config = FLAGS.config
     if config is None:
-        config = train.load_config(FLAGS.workdir)
-    config, data, exp, state = train.load_state(config, FLAGS.workdir)
+        config = training.load_config(FLAGS.workdir)
+    config, data, trainer, state = training.load_state(config, FLAGS.workdir)
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval")
-    frontier_of_state(config, data, exp, state.ema_params, out_dir)
+    frontier_of_state(config, data, trainer, state.ema_params, out_dir)
     print(f"wrote {out_dir}/frontier.csv, frontier.json, frontier_unigram_entropy.png, "
           "frontier_nfe.png")
 

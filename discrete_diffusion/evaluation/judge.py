@@ -174,26 +174,28 @@ def generative_perplexity(
 def load_ar_judge(config: Any, workdir: str, *, use_ema: bool = True) -> ARJudge:
     """An in-project autoregressive model as a judge, from the latest checkpoint of ``workdir``.
 
-    ``config`` is the training config (``config.model.name == 'ar'``, e.g. configs/
-    shakespeare_ar.py); ``train.load_state`` rebuilds the data (for the tokenizer) and the
-    experiment (``train.setup``) and restores the checkpoint. Scores use the EMA parameters (as
-    evaluation does) unless ``use_ema=False``; the BOS input is the model's id K, ``max_len`` the
-    training sequence length, EOS the tokenizer's (None for characters).
+    ``config`` is the training config of a method with next-token logits (the 'autoregressive'
+    method, e.g. configs/shakespeare_ar.py); ``training.load_state`` rebuilds the data (for the
+    tokenizer) and the trainer and restores the checkpoint. Scores use the EMA parameters (as
+    evaluation does) unless ``use_ema=False``; the BOS input is the method's ``bos_id``,
+    ``max_len`` the training sequence length, EOS the tokenizer's (None for characters).
     """
-    from discrete_diffusion import train  # orbax, grain, ...: only needed here
+    from discrete_diffusion import training  # orbax, grain, ...: only needed here
 
-    if config.model.name != "ar":
-        raise ValueError(f"config.model.name={config.model.name!r}: a judge needs an 'ar' model")
-    _, data, exp, state = train.load_state(config, workdir)
+    _, data, trainer, state = training.load_state(config, workdir)
+    method = trainer.method
+    if not hasattr(method, "next_token_logits"):
+        raise ValueError(f"{workdir}: method {method.name!r} has no next-token logits; a judge "
+                         "needs an autoregressive model (config.method.name='autoregressive')")
 
     def logits_fn(params: Any, inputs: Array) -> Array:  # [B, L] -> [B, L, K]
-        return exp.model.apply({"params": params}, inputs, train=False)
+        return method.next_token_logits(params, inputs)
 
     return ARJudge(
         logits_fn,
         state.ema_params if use_ema else state.params,
         data.tokenizer,
-        bos_id=exp.bos_id,
+        bos_id=method.bos_id,
         eos_id=data.tokenizer.eos_id,
         max_len=int(data.seq_len),
     )

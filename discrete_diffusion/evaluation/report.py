@@ -8,8 +8,8 @@
        unigram entropy, distinct-2 and 4-gram repetition; for images, FD-MLP against held-out
        images (a Fréchet distance in the features of an in-project classifier, not an Inception
        FID) with the real-vs-real floor;
-    3. the frontier sweep of `evaluation.frontier` when `config.eval.frontier` (not for the
-       autoregressive baseline).
+    3. the frontier sweep of `evaluation.frontier` when `config.eval.frontier` and the method
+       samples with the diffusion samplers (`method.samples_with_config_sampler`).
 
 Writes workdir/eval/summary.json (1 and 2), workdir/eval/samples.txt, and the frontier files; the
 likelihood also goes to metrics.jsonl and TensorBoard like the training-time evaluations.
@@ -24,8 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from discrete_diffusion import sharding
+from discrete_diffusion import sharding, training
 from discrete_diffusion.evaluation import frontier
+from discrete_diffusion.metrics import MetricWriter
 
 
 def _image_distance(config: Any, data: Any, samples: np.ndarray, cache_dir: str) -> dict[str, float]:
@@ -46,16 +47,13 @@ def _image_distance(config: Any, data: Any, samples: np.ndarray, cache_dir: str)
 
 def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
     """Runs 1-3 on the latest checkpoint of `workdir` (EMA parameters); returns the summary."""
-    from discrete_diffusion import train
-    from discrete_diffusion.metrics import MetricWriter
-
-    config, data, exp, state = train.load_state(config, workdir)
+    config, data, trainer, state = training.load_state(config, workdir)
     params, step = state.ema_params, int(state.step)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
 
     # 1. likelihood
-    ev = exp.evaluate(params, data.eval_batches(int(config.training.eval_batches)),
+    ev = trainer.evaluate(params, data.eval_batches(int(config.training.eval_batches)),
                       int(config.training.seed))
     writer = MetricWriter(workdir)
     writer.write(step, ev, prefix="eval")
@@ -65,7 +63,7 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
     # 2. samples of the config's sampler
     n = int(config.eval.num_samples)
     key = jax.random.PRNGKey(int(config.eval.get("seed", 0)))
-    res = exp.generate(params, key, n, int(data.seq_len))
+    res = trainer.generate(params, key, n, int(data.seq_len))
     tokens = sharding.to_host(res.tokens)
     texts = [data.tokenizer.decode(row.tolist()) for row in tokens]
     summary.update({"sampler": config.sampler.name, "nfe": res.nfe,
@@ -85,6 +83,10 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
                                    for k, v in summary.items()), flush=True)
 
     # 3. the frontier
-    if config.eval.get("frontier", True) and not exp.is_ar:
-        frontier.frontier_of_state(config, data, exp, params, out_dir, judge)
+    if config.eval.get("frontier", True):
+        if trainer.method.samples_with_config_sampler:
+            frontier.frontier_of_state(config, data, trainer, params, out_dir, judge)
+        else:
+            print(f"[eval] no frontier: method {trainer.method.name!r} does not sample with the "
+                  "diffusion samplers that the frontier sweeps", flush=True)
     return summary

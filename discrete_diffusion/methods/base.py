@@ -1,0 +1,101 @@
+"""The seam between the trainer and a method: the `Method` protocol and `MethodBase` defaults.
+
+A method owns everything its name means: its parameters (a pytree that may hold the network,
+schedule parameters, an encoder, a frozen teacher), how it corrupts data, its objective, its
+held-out likelihood estimate and its sampler. The trainer (discrete_diffusion/training/) jits,
+shards, accumulates, averages (EMA), checkpoints and loops over *any* object with these members,
+and reads nothing else about it:
+
+    method = dd.methods.get(config, num_classes)           # config.method.name
+    params = method.init(key, example_batch)                # pytree, e.g. {'network': ...}
+    batch = method.prepare(batch, key)                      # randomness drawn per global batch
+    loss, aux = method.loss(params, batch, key, train=True, step=step)
+        # loss: the scalar to minimise; aux['nelbo'] [B, L] per-token nats, aux['weights'] [B, L],
+        # aux['metrics']: {name: scalar} logged beside loss and nelbo (optional)
+    method.nelbo_samples(params, batch, key, num_t)         # [B, num_t] per-sequence nats
+    method.generate(params, key, N, L, sampler_config, prompt_tokens=..., prompt_mask=...)
+
+Batches are dicts of arrays: 'tokens' int32 [B, L], optional 'mask' (bool [B, L], padding),
+'label' (int32 [B]) and 'valid' (bool [B], evaluation padding rows).
+
+`prepare` exists for gradient accumulation: the trainer calls it once on the whole global batch
+and then `loss` on micro-batches of its output, so a step with accumulation draws the same
+noise as the step without (a method whose loss draws its own noise keeps the default identity).
+
+Optional members with defaults in `MethodBase`: `partition_rules` (regex -> PartitionSpec rules
+for parameters outside the network, tried before `sharding.RULES`), `optimizer(training_config,
+default)` (e.g. `training.optimizer.by_top_level_key` for a separate optimizer of schedule
+parameters, or `optax.set_to_zero()` for a frozen teacher), `samples_with_config_sampler`
+(whether `generate` honours `config.sampler.name`: the frontier sweeps diffusion samplers only
+where it does), `num_parameters(params)` (what the start-up line reports).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import optax
+
+Array = jax.Array
+Params = Any
+Batch = dict[str, Any]
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What the trainer calls; see the module docstring for the meaning of each member."""
+
+    name: str
+    partition_rules: tuple
+    samples_with_config_sampler: bool
+
+    def init(self, key: Array, example_batch: Batch) -> Params: ...
+
+    def prepare(self, batch: Batch, key: Array) -> Batch: ...
+
+    def loss(self, params: Params, batch: Batch, key: Array, *, train: bool,
+             step: Array) -> tuple[Array, dict]: ...
+
+    def nelbo_samples(self, params: Params, batch: Batch, key: Array, num_t: int) -> Array: ...
+
+    def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,
+                 sampler_config: Any = None, **prompt: Array) -> Any: ...
+
+    def optimizer(self, training_config: Any,
+                  default: optax.GradientTransformation) -> optax.GradientTransformation: ...
+
+
+class MethodBase:
+    """Defaults for the optional members; subclass it and define the four required ones."""
+
+    name = "method"
+    partition_rules: tuple = ()
+    samples_with_config_sampler = False
+
+    def prepare(self, batch: Batch, key: Array) -> Batch:  # noqa: ARG002
+        """No per-global-batch randomness: the batch unchanged."""
+        return batch
+
+    def optimizer(self, training_config: Any,  # noqa: ARG002
+                  default: optax.GradientTransformation) -> optax.GradientTransformation:
+        """The config's optimizer (`training.optimizer.make_optimizer`) for every parameter."""
+        return default
+
+
+def token_weights(batch: Batch) -> Array:
+    """Per-token weights `[B, L]`: the padding mask as float, or ones."""
+    tokens = batch["tokens"]
+    if "mask" in batch:
+        return batch["mask"].astype(jax.numpy.float32)
+    return jax.numpy.ones(tokens.shape, jax.numpy.float32)
+
+
+def with_sampler(config: Any, sampler_config: Any) -> Any:
+    """`config` with its `sampler` section replaced by `sampler_config` (None: unchanged)."""
+    if sampler_config is None:
+        return config
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.sampler = sampler_config
+    return config

@@ -1,0 +1,128 @@
+"""The `diffusion` method: a process x a parameterization x an objective, one network.
+
+    params = {'network': transformer parameters}
+    prepare:  t ~ batch_times (stratified over the global batch, [t_min, 1]),
+              (x_t, extras) = proc.corrupt(key, x_0, t)      (extras: e.g. the noise ids u)
+    loss:     (1 / (B L)) sum_{b, i} w_bi loss_i(x_0, x_t, t),
+              loss_i = losses.loss_per_token(proc, parameterization, config.training.loss, ...)
+    aux:      nelbo [B, L] = w * losses.nelbo_per_token(...) (the NELBO integrand whatever the
+              objective), weights [B, L] = w (the padding mask)
+
+The optimised scalar is the batch mean of per-sequence sums divided by L (the per-token loss, a
+constant rescaling of the sequence loss). Keys: the step key is split in three, (t, x_t,
+dropout), so runs reproduce the losses of the trainer before the methods seam.
+
+Class-conditional networks (config.model.num_labels > 0) read the batch's 'label'; with
+`config.training.label_dropout` = p > 0 each training label is replaced by the null label
+(id num_labels) with probability p, which trains the unconditional branch that classifier-free
+guidance needs (Ho & Salimans 2022; the papers use p = 0.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from discrete_diffusion import losses, processes, sampling
+from discrete_diffusion import models as models_lib
+from discrete_diffusion.methods import stratified
+from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
+
+Array = jax.Array
+
+
+class Diffusion(MethodBase):
+    """Discrete diffusion with the process, parameterization and objective of `config`."""
+
+    name = "diffusion"
+    samples_with_config_sampler = True
+
+    def __init__(self, config: Any, num_classes: int):
+        self.config = config
+        self.proc = processes.from_config(config.process)
+        self.parameterization = config.model.get("parameterization", "denoiser")
+        self.loss_name = config.training.get("loss", "elbo")
+        self.t_min = float(config.training.get("t_min", 1e-3))
+        self.label_dropout = float(config.training.get("label_dropout", 0.0))
+        self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
+
+    # -- parameters
+    def init(self, key: Array, example_batch: Batch) -> Params:
+        seq_len = example_batch["tokens"].shape[-1]
+        inputs = models_lib.example_inputs(self.model, 1, seq_len)
+        return {"network": self.model.init({"params": key}, **inputs)["params"]}
+
+    # -- the network
+    def network(self, params: Params, x_t: Array, t: Array, *, train: bool = False,
+                key: Array | None = None, **inputs: Array) -> Array:
+        """Logits `[B, L, K]` of the network at (x_t, t) with its keyword inputs."""
+        rngs = {"dropout": key} if key is not None else {}
+        return self.model.apply({"params": params["network"]}, x_t, t, train=train, rngs=rngs,
+                                **inputs)
+
+    def _label_inputs(self, batch: Batch, train: bool, key: Array) -> dict:
+        if self.model.num_labels <= 0 or "label" not in batch:
+            return {}
+        label = batch["label"]
+        if train and self.label_dropout > 0:
+            drop = jax.random.uniform(key, label.shape) < self.label_dropout
+            label = jnp.where(drop, self.model.num_labels, label)
+        return {"label": label}
+
+    def model_fn(self, params: Params):
+        """model_fn(x_t, t, **inputs) -> logits, for the samplers."""
+        return lambda x_t, t, **inputs: self.network(params, x_t, t, **inputs)
+
+    # -- training
+    def prepare(self, batch: Batch, key: Array) -> Batch:
+        """Adds t `[B]` (stratified over the batch), x_t `[B, L]` and the process's extras."""
+        k_t, k_noise, _ = jax.random.split(key, 3)
+        t = stratified.batch_times(k_t, batch["tokens"].shape[0], self.t_min)
+        x_t, extras = self.proc.corrupt(k_noise, batch["tokens"], t[:, None])
+        return {**batch, "t": t, "x_t": x_t, "extras": extras}
+
+    def _per_token(self, params: Params, batch: Batch, key: Array, train: bool):
+        """(loss [B, L], nelbo [B, L]) of a prepared batch, unweighted."""
+        x0, x_t, t, extras = batch["tokens"], batch["x_t"], batch["t"], batch["extras"]
+        labels = self._label_inputs(batch, train, jax.random.fold_in(key, 1))
+        logits = self.network(params, x_t, t, train=train, key=key if train else None,
+                              **extras, **labels)
+        args = (self.proc, self.parameterization)
+        nelbo = losses.nelbo_per_token(*args, logits, x0, x_t, t[:, None], **extras)
+        if self.loss_name == "elbo":
+            return nelbo, nelbo
+        loss = losses.loss_per_token(*args, self.loss_name, logits, x0, x_t, t[:, None], **extras)
+        return loss, nelbo
+
+    def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,
+             step: Array | None = None) -> tuple[Array, dict]:
+        del step
+        if "x_t" not in batch:
+            batch = self.prepare(batch, key)
+        k_loss = jax.random.split(key, 3)[2]
+        loss, nelbo = self._per_token(params, batch, k_loss, train)
+        w = token_weights(batch)
+        B, L = batch["tokens"].shape
+        return jnp.sum(loss * w) / (B * L), {"nelbo": nelbo * w, "weights": w}
+
+    # -- evaluation
+    def nelbo_samples(self, params: Params, batch: Batch, key: Array, num_t: int) -> Array:
+        """[B, num_t] per-sequence NELBO (nats) at stratified times (`stratified.nelbo_samples`)."""
+
+        def nelbo_fn(k: Array, x0: Array, t: Array) -> Array:
+            k_noise, k_loss = jax.random.split(k)
+            x_t, extras = self.proc.corrupt(k_noise, x0, t[:, None])
+            noisy = {**batch, "tokens": x0, "t": t, "x_t": x_t, "extras": extras}
+            return self._per_token(params, noisy, k_loss, train=False)[1]
+
+        return stratified.nelbo_samples(key, nelbo_fn, batch["tokens"], num_t, self.t_min,
+                                        weights=token_weights(batch))
+
+    # -- sampling
+    def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,
+                 sampler_config: Any = None, **prompt: Array) -> sampling.SampleResult:
+        """Samples with `config.sampler` (or the `sampler_config` section given, for sweeps)."""
+        config = with_sampler(self.config, sampler_config)
+        return sampling.generate(key, self.model_fn(params), config, num_samples, seq_len, **prompt)
