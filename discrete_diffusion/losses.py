@@ -193,9 +193,9 @@ def nelbo_per_token(
         _check_absorbing(parameterization, noise)
         return audm_nelbo(proc, logits, x0, x_t, noise, t)
     if proc.mask_id is not None:
-        denoiser = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
+        denoiser = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
         return masked_nelbo(proc, denoiser, x0, x_t, t)
-    loo = params_lib.to_loo(proc, parameterization, logits, x_t, t)
+    loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
     return uniform_nelbo_rb(proc, loo, x0, x_t, t)
 
 
@@ -230,12 +230,12 @@ def loss_per_token(
             )
         return jnp.where(x_t == noise, -_gather(jax.nn.log_softmax(logits, -1), x0), 0.0)
     if name == "denoising_ce":
-        denoiser = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
+        denoiser = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
         return denoising_ce(proc, denoiser, x0, x_t, t)
     if name == "loo_ce":
-        loo = params_lib.to_loo(proc, parameterization, logits, x_t, t)
+        loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
         return loo_ce(proc, loo, x0, x_t, t)
     if name == "score_entropy":
-        ratios = params_lib.to_score(proc, parameterization, logits, x_t, t)
+        ratios = params_lib.convert(proc, parameterization, "score", logits, x_t, t)
         return score_entropy(proc, ratios, x0, x_t, t)
     raise ValueError(f"config.training.loss={name!r} is not one of {list(NAMES)}")

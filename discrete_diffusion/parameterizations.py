@@ -34,6 +34,8 @@ log-ratios for the score); they are exact identities, jit- and vmap-able.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -132,40 +134,70 @@ def model_score_to_ratios(proc: InterpolatingProcess, logits: Array, x_t: Array,
     return jnp.concatenate([rel, log_mask_ratio], axis=-1)
 
 
+def _normalized(proc: InterpolatingProcess, logits: Array, x_t: Array, t: Array) -> Array:
+    """The identity conversion: log-normalized logits."""
+    del proc, x_t, t
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def _from_model_score(to: Callable) -> Callable:
+    """A conversion from a score network's K outputs: complete them to V log-ratios first."""
+
+    def fn(proc: InterpolatingProcess, logits: Array, x_t: Array, t: Array) -> Array:
+        return to(proc, model_score_to_ratios(proc, logits, x_t, t), x_t, t)
+
+    return fn
+
+
+# (what the logits mean, what is wanted) -> conversion(proc, logits, x_t, t). 'score' as the source
+# is a score network's K outputs; 'score' as the target is V log-ratios.
+CONVERSIONS: dict[tuple[str, str], Callable[..., Array]] = {
+    ("denoiser", "denoiser"): _normalized,
+    ("denoiser", "loo"): denoiser_to_loo,
+    ("denoiser", "score"): denoiser_to_score,
+    ("loo", "denoiser"): loo_to_denoiser,
+    ("loo", "loo"): _normalized,
+    ("loo", "score"): loo_to_score,
+    ("score", "denoiser"): _from_model_score(score_to_denoiser),
+    ("score", "loo"): _from_model_score(score_to_loo),
+    ("score", "score"): model_score_to_ratios,
+}
+
+
+def convert(proc: InterpolatingProcess, src: str, dst: str, logits: Array, x_t: Array,
+            t: Array) -> Array:
+    """Logits meaning `src` converted to the representation `dst` (both in `NAMES`), exactly:
+
+        denoiser <-> loo by (1), loo <-> score by (2), denoiser <-> score through loo;
+
+    'score' as `src` is a score network's output `[..., L, K]` (completed to `[..., L, V]` by
+    `model_score_to_ratios`), as `dst` the log-ratios `[..., L, V]`; the others are log-normalized
+    `[..., L, K]`. `src == dst` log-normalizes (or completes the score). Where a conversion is
+    undefined (module docstring) the documented value is returned.
+    """
+    if src not in NAMES:
+        raise ValueError(f"config.model.parameterization={src!r} is not one of {list(NAMES)}")
+    if dst not in NAMES:
+        raise ValueError(f"the representation {dst!r} asked for is not one of {list(NAMES)}")
+    return CONVERSIONS[(src, dst)](proc, logits, x_t, t)
+
+
 def to_denoiser(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
 ) -> Array:
-    """Denoiser logits from a network output of the given parameterization."""
-    if parameterization == "denoiser":
-        return jax.nn.log_softmax(logits, axis=-1)
-    if parameterization == "loo":
-        return loo_to_denoiser(proc, logits, x_t, t)
-    if parameterization == "score":
-        return score_to_denoiser(proc, model_score_to_ratios(proc, logits, x_t, t), x_t, t)
-    raise ValueError(f"config.model.parameterization={parameterization!r} is not one of {NAMES}")
+    """`convert(proc, parameterization, 'denoiser', logits, x_t, t)`."""
+    return convert(proc, parameterization, "denoiser", logits, x_t, t)
 
 
 def to_loo(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
 ) -> Array:
-    """LOO logits from a network output of the given parameterization."""
-    if parameterization == "denoiser":
-        return denoiser_to_loo(proc, logits, x_t, t)
-    if parameterization == "loo":
-        return jax.nn.log_softmax(logits, axis=-1)
-    if parameterization == "score":
-        return score_to_loo(proc, model_score_to_ratios(proc, logits, x_t, t), x_t, t)
-    raise ValueError(f"config.model.parameterization={parameterization!r} is not one of {NAMES}")
+    """`convert(proc, parameterization, 'loo', logits, x_t, t)`."""
+    return convert(proc, parameterization, "loo", logits, x_t, t)
 
 
 def to_score(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
 ) -> Array:
-    """Score log-ratios `[..., L, V]` from a network output of the given parameterization."""
-    if parameterization == "denoiser":
-        return denoiser_to_score(proc, logits, x_t, t)
-    if parameterization == "loo":
-        return loo_to_score(proc, logits, x_t, t)
-    if parameterization == "score":
-        return model_score_to_ratios(proc, logits, x_t, t)
-    raise ValueError(f"config.model.parameterization={parameterization!r} is not one of {NAMES}")
+    """`convert(proc, parameterization, 'score', logits, x_t, t)`: log-ratios `[..., L, V]`."""
+    return convert(proc, parameterization, "score", logits, x_t, t)

@@ -81,3 +81,25 @@ def test_unknown_parameterization_names_field():
     proc = dd.processes.uniform(3)
     with pytest.raises(ValueError, match="config.model.parameterization"):
         conv.to_loo(proc, "eps", jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), jnp.int32), jnp.ones(1))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[3] == 0.5])
+def test_convert_from_every_parameterization_to_every_representation(case):
+    """`convert(proc, src, dst, ...)` from the exact output of each parameterization gives the
+    exact target representation (the oracle's), wherever the target is defined."""
+    proc, x_t, tt, mu, rho, score, noisy = _setup(*case)
+    K = proc.num_classes
+    model_score = _log(score)[..., :K]  # a score network's K outputs (log s(y) for clean y)
+    exact = {"denoiser": _log(mu), "loo": _log(rho), "score": model_score}
+    for src, logits in exact.items():
+        got_mu = conv.convert(proc, src, "denoiser", logits, x_t, tt)
+        np.testing.assert_allclose(np.exp(got_mu), mu, atol=1e-5)
+        got_rho = np.exp(np.asarray(conv.convert(proc, src, "loo", logits, x_t, tt)))
+        keep = noisy[..., None] if src == "denoiser" else np.ones_like(noisy)[..., None]
+        np.testing.assert_allclose(np.where(keep, got_rho, rho), rho, atol=1e-5)
+        got_s = np.exp(np.asarray(conv.convert(proc, src, "score", logits, x_t, tt)))
+        np.testing.assert_allclose(np.where(keep, got_s, score), score, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="config.model.parameterization='eps'"):
+        conv.convert(proc, "eps", "loo", exact["loo"], x_t, tt)
+    with pytest.raises(ValueError, match="'logits' asked for is not one of"):
+        conv.convert(proc, "loo", "logits", exact["loo"], x_t, tt)

@@ -66,6 +66,11 @@ class Context:
         on = self.settings.get("temperature_on", "output")
         return self.parameterization if on == "output" else on
 
+    def convert(self, logits: Array, x_t: Array, t: Array, dst: str) -> Array:
+        """`network`'s logits (meaning `output_parameterization`) in the representation a
+        sampler needs, `dst` = 'denoiser' | 'loo' | 'score' (`parameterizations.convert`)."""
+        return params_lib.convert(self.proc, self.output_parameterization, dst, logits, x_t, t)
+
     def network(self, x_t: Array, t: Array, **inputs: Array) -> Array:
         """Network logits with temperature / top-k / nucleus applied, in `output_parameterization`.
 
@@ -83,9 +88,9 @@ class Context:
         checks.check_logits(logits, x_t.shape, self.proc.num_classes)  # trace time, static
         on = self.settings.get("temperature_on", "output")
         if on == "loo":
-            logits = params_lib.to_loo(self.proc, self.parameterization, logits, x_t, t)
+            logits = params_lib.convert(self.proc, self.parameterization, "loo", logits, x_t, t)
         elif on == "denoiser":
-            logits = params_lib.to_denoiser(self.proc, self.parameterization, logits, x_t, t)
+            logits = params_lib.convert(self.proc, self.parameterization, "denoiser", logits, x_t, t)
         elif on != "output":
             raise ValueError(
                 f"config.sampler.temperature_on={on!r} is not one of ['output', 'loo', 'denoiser']"
