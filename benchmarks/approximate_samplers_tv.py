@@ -1,11 +1,12 @@
 """Measured bias of the approximate samplers on the toy law (exact model: testing/oracle.py).
 
-    python benchmarks/approximate_samplers_tv.py [--num_samples 20000] [--steps 100]
+    python benchmarks/approximate_samplers_tv.py [--num_samples 20000] [--steps 100] [--only audm,reaudm]
 
 Prints TV to the true law and its ratio to the multinomial floor for Psi with kappa < 1, ReMDM
-schedules (remdm_loop with ReMDM's hold at alpha_on = 0.9), confidence-based Gibbs correction and
-parallel first-hitting. With an exact model these samplers are biased only through the factorized
-(per-position independent) prediction.
+schedules (remdm_loop with ReMDM's hold at alpha_on = 0.9), confidence-based Gibbs correction
+(with and without the Metropolis-Hastings correction, `mh_correct`) and parallel first-hitting.
+With an exact model these samplers are biased only through the factorized (per-position
+independent) prediction.
 Then guidance (`guided`): both classifier-free guidance forms and classifier guidance with several
 samplers, on a class-conditional toy with exact models and classifier.
 """
@@ -22,6 +23,8 @@ import discrete_diffusion as dd
 from discrete_diffusion.testing import oracle
 
 CASES = [
+    ("masked", "ancestral", {}),
+    ("uniform", "ancestral", {}),
     ("masked", "psi", {"kappa": 1.0}),
     ("masked", "psi", {"kappa": 0.9}),
     ("masked", "psi", {"kappa": 0.5}),
@@ -34,8 +37,18 @@ CASES = [
     ("uniform", "psi", {"kappa": 0.5}),
     ("uniform", "informed_pc", {"corrector_steps": 1, "sites_per_sweep": 1, "site_rule": "random"}),
     ("uniform", "informed_pc", {"corrector_steps": 2, "sites_per_sweep": 2}),
+    # one site per sweep by confidence: biased without, exact with the Metropolis-Hastings correction
+    ("uniform", "informed_pc", {"corrector_steps": 2, "sites_per_sweep": 1}),
+    ("uniform", "informed_pc", {"corrector_steps": 2, "mh_correct": True}),
+    ("uniform", "informed_pc", {"corrector_steps": 2, "mh_correct": True,
+                                "site_rule": "lowest_current_prob"}),
     ("masked", "first_hitting", {"tokens_per_step": 1}),
     ("masked", "first_hitting", {"tokens_per_step": 3}),
+    ("masked", "score_euler", {}),
+    ("uniform", "score_euler", {}),
+    ("uniform", "score_tweedie", {}),
+    ("uniform_absorbing", "audm", {}),
+    ("uniform_absorbing", "reaudm", {}),
 ]
 
 
@@ -43,24 +56,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_samples", type=int, default=20_000)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--only", default="",
+                        help="comma-separated sampler names, or 'guided' (default: every row)")
     args = parser.parse_args()
+    only = {n for n in args.only.split(",") if n}
     K, L = 3, 3
     p0 = oracle.toy_law(K, L, seed=1)
     target = p0.reshape(-1)
     floor = oracle.expected_tv_floor(target, args.num_samples)
     print(f"toy law K={K} L={L}; multinomial floor TV at n={args.num_samples}: {floor:.5f}")
     for process, name, extra in CASES:
+        if only and name not in only:
+            continue
         config = ml_collections.ConfigDict({
             "process": {"name": process, "schedule": "linear", "num_classes": K},
             "model": {"parameterization": "loo" if process == "uniform" else "denoiser"},
             "sampler": {"name": name, "num_steps": args.steps, **extra},
         })
         proc = dd.processes.from_config(config.process)
-        model = oracle.exact_model_fn(p0, proc, config.model.parameterization)
+        if process == "uniform_absorbing":
+            model = oracle.exact_audm_model_fn(p0, proc)
+        else:
+            model = oracle.exact_model_fn(p0, proc, config.model.parameterization)
         result = dd.generate(jax.random.key(0), model, config, args.num_samples, L)
         tv = oracle.total_variation(oracle.empirical_law(np.asarray(result.tokens), K), target)
-        print(f"{process:>8} {name:>14} {str(extra):<62} TV {tv:.5f}  x{tv / floor:5.2f}  NFE {result.nfe}")
-    guided(args)
+        print(f"{process:>17} {name:>14} {str(extra):<62} TV {tv:.5f}  x{tv / floor:5.2f}  NFE {result.nfe}")
+    if not only or "guided" in only:
+        guided(args)
 
 
 # Guidance on a class-conditional toy (K = 3, L = 2, labels {0, 1}, exact conditional models and
