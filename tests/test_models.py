@@ -325,3 +325,35 @@ def test_small_parameter_count():
     shapes = jax.eval_shape(model.init, jax.random.key(0), **example_inputs(model, 1, 8))
     count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
     assert 150e6 < count < 200e6, count  # ~170M with untied embeddings (MDLM / Duo)
+
+
+def test_soft_input_embedding_bag_and_dense_equal_the_id_path(dit):
+    """Duo's soft input reads the same token_embed table: one-hot weights (bag of 1 or of k rows
+    with zero weights elsewhere, or dense [B, L, V]) give the id path's logits, and a random bag
+    equals its dense scatter."""
+    model, params = dit
+    V = model.input_vocab_size
+    x, t = tokens(3), jnp.full((B,), 0.3)
+    ref = model.apply(params, x, t)
+    one = model.apply(params, None, t, soft_ids=x[..., None],
+                      soft_weights=jnp.ones((B, L, 1)))
+    np.testing.assert_allclose(one, ref, atol=1e-5)
+    other = (x[..., None] + jnp.arange(1, 4)) % V  # [B, L, 3] other ids with zero weight
+    ids = jnp.concatenate([other[..., :1], x[..., None], other[..., 1:]], -1)
+    w = jax.nn.one_hot(jnp.ones((B, L), jnp.int32), 4)
+    bag = model.apply(params, None, t, soft_ids=ids, soft_weights=w)
+    np.testing.assert_allclose(bag, ref, atol=1e-5)
+    dense = model.apply(params, None, t, soft_weights=jax.nn.one_hot(x, V))
+    np.testing.assert_allclose(dense, ref, atol=1e-5)
+    # a random bag of distinct ids = the dense input with those weights scattered
+    ids = jnp.stack([x, (x + 1) % V, (x + 5) % V], -1)
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (B, L, 3)), -1)
+    bag = model.apply(params, None, t, soft_ids=ids, soft_weights=w)
+    scattered = jnp.sum(jax.nn.one_hot(ids, V) * w[..., None], -2)
+    dense = model.apply(params, None, t, soft_weights=scattered)
+    np.testing.assert_allclose(bag, dense, atol=1e-5)
+    assert not np.allclose(bag, ref, atol=1e-3)
+    with pytest.raises(ValueError, match="either x_t or soft_weights"):
+        model.apply(params, x, t, soft_ids=ids, soft_weights=w)
+    with pytest.raises(ValueError, match="dense soft_weights must be"):
+        model.apply(params, None, t, soft_weights=w)

@@ -6,6 +6,9 @@ classes:
 
     h    = token_embed(x_t)                                    [B, L, D]
          (+ noise_embed(u) + match_embed * 1[x_t == u])         if noise_input (uniform_absorbing)
+    or, with soft inputs instead of x_t (Duo's curriculum; the same token_embed table E):
+    h    = sum_j soft_weights[..., j] E[soft_ids[..., j]]       embedding bag, ids/weights [B, L, k]
+    h    = soft_weights @ E                                     dense, soft_weights [B, L, V]
     cond = silu(time_embed(t) + label_embed(y))                [B, Lc, C], Lc = 1 or L
          (time term only if time_conditioning; label term only if num_labels > 0; 0 if neither)
     h    = blocks_{num_layers-1}( ... blocks_0(h, cond))       pre-LN, rotary attention, adaLN-zero
@@ -176,28 +179,73 @@ class DiffusionTransformer(nn.Module):
             )
         return h.astype(jnp.float32)
 
+    def _embed_soft(self, soft_ids: Array | None, soft_weights: Array) -> Array:
+        """Input embedding `[B, L, D]` (float32) of a soft input: a weighted bag of rows of the
+        token_embed table E (Duo's tempered-softmax input; Duo II's `F.embedding_bag(mode='sum')`).
+
+        soft_ids None: soft_weights `[B, L, V]` is a dense distribution, h = soft_weights @ E.
+        Otherwise soft_ids int `[B, L, k]` and soft_weights `[B, L, k]`, h = sum_j w_j E[ids_j]
+        (k rows gathered per token, never a V-wide array). One-hot weights give the id path.
+        """
+        if self.noise_input:
+            raise ValueError("soft inputs (soft_weights) are not supported with noise_input=True")
+        embed = nn.Embed(self.input_vocab_size, self.d_model, name="token_embed",
+                         param_dtype=self.param_dtype, embedding_init=embed_init)
+        table = embed.embedding  # [V, D]
+        w = jnp.asarray(soft_weights, jnp.float32)
+        if soft_ids is None:
+            if w.shape[-1] != self.input_vocab_size:
+                raise ValueError(f"dense soft_weights must be [B, L, V={self.input_vocab_size}] "
+                                 f"(or pass soft_ids), got shape {w.shape}")
+            h = jnp.einsum("blv,vd->bld", w, table.astype(jnp.float32))
+        else:
+            soft_ids = jnp.asarray(soft_ids)
+            if soft_ids.shape != w.shape:
+                raise ValueError(f"soft_ids {soft_ids.shape} and soft_weights {w.shape} must have "
+                                 "the same shape [B, L, k]")
+            rows = jnp.take(table, soft_ids, axis=0).astype(jnp.float32)  # [B, L, k, D]
+            h = jnp.einsum("blk,blkd->bld", w, rows)
+        return h
+
     @nn.compact
     def __call__(
         self,
-        x_t: Array,
+        x_t: Array | None,
         t: Array | None = None,
         *,
         train: bool = False,
         noise: Array | None = None,
         label: Array | None = None,
+        soft_ids: Array | None = None,
+        soft_weights: Array | None = None,
     ) -> Array:
         """Float32 logits `[B, L, K]` of the clean tokens given x_t `[B, L]` and t `[B]`/`[B, L]`.
 
         `train=True` enables dropout (then apply needs a 'dropout' rng). `noise` `[B, L]` int: the
         noise ids u (only with noise_input). `label` `[B]` int (only with num_labels > 0).
+        Soft input instead of x_t (pass x_t=None): `soft_weights` `[B, L, k]` with `soft_ids`
+        `[B, L, k]` (embedding bag), or `soft_weights` `[B, L, V]` alone (dense); see
+        `_embed_soft`. The token_embed table is the one the id path reads.
         """
         self._check_sizes()
-        x_t = jnp.asarray(x_t)
-        if x_t.ndim != 2:
-            raise ValueError(f"x_t must be [B, L] token ids, got shape {x_t.shape}")
-        B, L = x_t.shape
-        cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
-        h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
+        if soft_weights is not None:
+            if x_t is not None:
+                raise ValueError("pass either x_t or soft_weights (with soft_ids), not both")
+            soft_weights = jnp.asarray(soft_weights)
+            if soft_weights.ndim != 3:
+                raise ValueError(f"soft_weights must be [B, L, k], got shape {soft_weights.shape}")
+            B, L = soft_weights.shape[:2]
+            cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
+            h = self._embed_soft(soft_ids, soft_weights)  # [B, L, D]
+        else:
+            if soft_ids is not None:
+                raise ValueError("soft_ids was passed without soft_weights")
+            x_t = jnp.asarray(x_t)
+            if x_t.ndim != 2:
+                raise ValueError(f"x_t must be [B, L] token ids, got shape {x_t.shape}")
+            B, L = x_t.shape
+            cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
+            h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
 
         block_cls = nn.remat(DiTBlock, static_argnums=(3,)) if self.remat else DiTBlock
         for i in range(self.num_layers):
