@@ -47,6 +47,37 @@ def masked_nelbo(
     return jnp.where(proc.is_noisy(x_t), weight * nll, 0.0)
 
 
+def masked_nelbo_rates(
+    denoiser_logits: Array, x0: Array, x_t: Array, mask_id: int, rate: Array
+) -> Array:
+    """Masked continuous-time NELBO per token with per-token (or per-value) rates, >= 0 in sum.
+
+    `rate` r = -alpha'/(1 - alpha) (any positive factor, e.g. an importance weight 1/p(t), folded
+    in) is either
+      * `[..., L]`, a rate per token (schedules per position, Garg et al. 2025 eq. 8):
+
+            r_l 1[x_t^l = mask] (-log mu(x_0^l | x_t)),
+
+      * or `[..., L, K]`, a rate per clean value k (GenMD4, MD4 eq. 12; the forward process
+        masks a token of value k at rate r_k):
+
+            1[x_t^l = mask] ( r_{x_0^l} (-log mu(x_0^l | x_t) - 1) + sum_k r_k mu_k(x_t) ),
+
+        the CTMC path NELBO: the jump term -log(model rate / true rate) = -log mu at the
+        unmasking, plus the compensator sum_k r_k mu_k - r_{x_0} of the model's total unmasking
+        rate. With r_k = r for every k it equals the first form (sum_k mu_k = 1).
+    MD4's code writes the same integrand as (alpha'/(1-alpha))^T [x_0 - mu + x_0 x_0^T log mu].
+    """
+    log_mu = jax.nn.log_softmax(denoiser_logits, axis=-1)
+    nll = -_gather(log_mu, x0)
+    if rate.ndim == x0.ndim:
+        per = rate * nll
+    else:
+        rate = jnp.broadcast_to(rate, log_mu.shape)
+        per = _gather(rate, x0) * (nll - 1.0) + jnp.sum(rate * jnp.exp(log_mu), axis=-1)
+    return jnp.where(x_t == mask_id, per, 0.0)
+
+
 def _log_xbar_theta(alpha: Array, loo_logits: Array, k: int) -> Array:
     """log xbar_theta = log(K alpha rho + (1 - alpha)), `[..., L, K]`."""
     log_rho = jax.nn.log_softmax(loo_logits, axis=-1)

@@ -3,7 +3,10 @@
     method = dd.methods.get(config, num_classes)
 
 Built-in names (`NAMES`): 'diffusion' (methods/diffusion.py: process x parameterization x
-objective) and 'autoregressive' (methods/autoregressive.py: the causal baseline). When
+objective), 'autoregressive' (methods/autoregressive.py: the causal baseline) and 'learned_order'
+(methods/learned_order.py: masked diffusion with a learned per-position or per-value schedule
+and its ordered sampler), and 'duo' (methods/duo.py: uniform diffusion trained through its
+Gaussian dual, Duo's curriculum). When
 `config.method.name` is unset it is derived from the config: 'autoregressive' for
 `config.model.name == 'ar'`, else 'diffusion', so configs written before the methods seam keep
 working.
@@ -22,7 +25,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from discrete_diffusion.methods import autoregressive, diffusion, stratified
+from discrete_diffusion.methods import autoregressive, diffusion, duo, learned_order, stratified
 from discrete_diffusion.methods.base import Method, MethodBase
 
 Factory = Callable[[Any, int], Method]
@@ -30,6 +33,8 @@ Factory = Callable[[Any, int], Method]
 _REGISTRY: dict[str, Factory] = {
     "diffusion": diffusion.Diffusion,
     "autoregressive": autoregressive.Autoregressive,
+    "learned_order": learned_order.LearnedOrder,
+    "duo": duo.Duo,
 }
 NAMES = tuple(_REGISTRY)
 _REQUIRED = ("init", "prepare", "loss", "nelbo_samples", "generate", "optimizer", "partition_rules",
@@ -92,5 +97,5 @@ def get(config: Any, num_classes: int) -> Method:
     return method
 
 
-__all__ = ["NAMES", "Method", "MethodBase", "autoregressive", "diffusion", "factory", "get",
-           "method_name", "register", "stratified"]
+__all__ = ["NAMES", "Method", "MethodBase", "autoregressive", "diffusion", "duo", "factory", "get",
+           "learned_order", "method_name", "register", "stratified"]

@@ -1,0 +1,413 @@
+"""The `learned_order` method: masked diffusion with a learned multivariate schedule, which learns
+the order in which positions are decoded (Garg, Kohli & Sarawagi 2025; GenMD4 of MD4, Shi et al.
+2024). Digest: papers/fhs_order_vadd_sedd.md section 2.
+
+Schedules (`config.method.schedule`), w = softplus(theta) > 0 learned with the network:
+
+    'position':  alpha_{t,l} = 1 - t^{w_l},        w of shape [L]  (Garg et al.)
+    'value':     alpha_{t,l} = 1 - t^{w[x_0^l]},   w of shape [K]  (GenMD4: one power per value)
+
+params = {'network': DiT parameters, 'schedule': {'theta': [L] or [K]}}; the schedule has its own
+Adam (`config.method.schedule_learning_rate`, `optimizer`), replicated (`partition_rules`).
+
+The NELBO (continuous time, t in (0, 1], no t_min): with r = -alpha'/(1 - alpha) = w / t,
+
+    position:  L(x_0) = int_0^1 E_{z ~ q_t(.|x_0; w)} sum_l 1[z_l = m] r_l (-log mu(x_0^l | z)) dt
+    value:     L(x_0) = int_0^1 E_z sum_l 1[z_l = m] ( r_{x_0^l} (-log mu_{x_0^l} - 1)
+                                                      + sum_k r_k mu_k(z) ) dt     (MD4 eq. 12)
+
+(`losses.masked_nelbo_rates`). For a time-independent denoiser the position NELBO is exactly the
+Plackett-Luce mixture of autoregressive NLLs over orders (Garg et al. Prop. 3.1),
+
+    L(x_0) = sum_pi P(pi) sum_i -log mu(x_{pi(i)} | x_{pi(<i)}),
+    P(pi)  = prod_i w_{pi(i)} / sum_{j >= i} w_{pi(j)},
+
+pi(1) the position decoded first: a larger w_l keeps l clean longer in the forward process, so it
+is decoded *earlier* in reverse. For the value schedule the same holds with w_l = w[x_0^l] plus the
+compensator int sum_{l masked} (sum_k r_k mu_k - r_{x_0^l}) (the model's unmasking rate depends
+on its predicted value); tests/test_methods_learned_order.py checks both by enumeration.
+
+Time sampling. Uniform t on [t_min, 1] (MDLM, GenMD4's t1 = 1e-3 plus a reconstruction term) is
+badly biased here: a position with a small w is masked by t_min with probability t_min^w (0.5 for
+w = 0.1, t_min = 1e-3), so truncation would reward shrinking w. Instead t is importance-sampled on
+(0, 1] from p_c(t) = c t^(c - 1) (t = v^(1/c), v ~ U(0, 1], stratified over the batch), c =
+stop_gradient(min w) / 2, and the rates are divided by p_c(t): unbiased for the t_min = 0 NELBO, and
+of finite variance (the second moment is int t^(w - c - 1) dt < inf as w > c). This deviates from
+both the paper (unspecified) and GenMD4 (uniform t on [1e-3, 1], antithetic, recon loss).
+
+Gradient for w (`rloo_surrogate`). The NELBO depends on w through the rates (pathwise: autodiff)
+and through the law q(z | x_0, t; w) of the discrete masks (score function). n =
+`config.method.num_masks` >= 2 masks z_1..z_n are drawn at one shared t per sequence; with
+f_i the per-sequence integrand and log q_i = sum_l [z_il = m] w_l log t + [z_il != m] log(1 - t^{w_l}),
+
+    loss = (1/n) sum_i f_i + (1/n) sum_i sg(f_i - mean_{j != i} f_j) log q_i   (REINFORCE-LOO),
+
+whose gradient is unbiased (Kool et al. 2019); the second term is added as `x - sg(x)`, so the
+reported loss is the NELBO estimate. For n = 2 it is GenMD4's `0.5 sg(f_1 - f_2)(log q_1 - log q_2)`.
+The network gets its gradient from the mean of the n integrands (GenMD4 also averages both; md4
+issue #4 notes that this doubles the diffusion-loss samples). The value variant is GenMD4's estimator
+with q's powers indexed by the clean token, w[x_0^l].
+
+Sampling (`generate`; config.sampler.name is *not* read: samples_with_config_sampler = False,
+only temperature / top_k / top_p / categorical). 'position': the ordered first-hitting sampler
+(`ordered_first_hitting`, the paper's Algorithm 1 + FHS): per-position unmasking times T_l =
+u_l^(1/w_l) (P(T_l <= t) = 1 - alpha_{t,l} = t^{w_l}), positions decoded in decreasing T_l, one
+network call per token (at t = T_l). Exact for an exact denoiser. It lives here, not as
+`config.sampler.name = 'ordered_first_hitting'` in sampling/ (the samplers there take one schedule
+from config.process). 'value': the order depends on the values, so GenMD4's ancestral sampler
+(`value_ancestral`): on a grid of `config.sampler.num_steps` steps t -> s a masked token becomes
+k with probability mu_k (t^{w_k} - s^{w_k}) / t^{w_k} and stays masked otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from discrete_diffusion import losses, processes, sampling
+from discrete_diffusion import models as models_lib
+from discrete_diffusion.methods import stratified
+from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
+from discrete_diffusion.sampling.categorical import categorical, transform_logits
+
+Array = jax.Array
+# denoise_fn(x_t [M, L], t [M]) -> denoiser logits [M, L, K]
+DenoiseFn = Callable[[Array, Array], Array]
+
+SCHEDULES = ("position", "value")
+DEFAULTS: dict[str, Any] = {
+    "schedule": "position",  # 'position' (w [L]) | 'value' (w [K], GenMD4)
+    "num_masks": 2,  # masks per sequence at a shared t (REINFORCE-LOO needs >= 2)
+    "power_init": 1.0,  # initial w (1: the linear schedule for every position)
+    "schedule_learning_rate": 1e-2,  # Adam on theta (w = softplus(theta)); no clipping, no warmup
+}
+TIME_POWER_FRACTION = 0.5  # c = fraction * min(w) for the time proposal p_c(t) = c t^(c-1)
+_TINY = 1e-12
+
+
+# ---- the schedule --------------------------------------------------------------------------
+def powers(theta: Array) -> Array:
+    """w = softplus(theta) > 0."""
+    return jax.nn.softplus(theta)
+
+
+def inverse_softplus(w: float | Array) -> Array:
+    """theta with softplus(theta) = w (GenMD4's init log(e^w - 1))."""
+    w = jnp.asarray(w, jnp.float32)
+    return w + jnp.log(-jnp.expm1(-w))
+
+
+def token_powers(w: Array, x0: Array, kind: str) -> Array:
+    """The power of each token `[..., L]`: w_l ('position', w [L]) or w[x_0^l] ('value', w [K])."""
+    if kind == "position":
+        return jnp.broadcast_to(w, x0.shape)
+    return jnp.take(w, x0)
+
+
+def mask_probability(w_tok: Array, log_t: Array) -> Array:
+    """1 - alpha_{t,l} = t^{w_l} = exp(w_l log t) (log t keeps tiny t exact)."""
+    return jnp.exp(w_tok * log_t)
+
+
+def log_mask_prob(masked: Array, w_tok: Array, log_t: Array, pad: Array | None = None) -> Array:
+    """log q(z | x_0, t; w) `[...]` = sum_l pad_l ([masked] w_l log t + [clean] log(1 - t^{w_l}))."""
+    a = w_tok * log_t
+    safe = jnp.where(masked, -1.0, a)  # clean at t = 1 has probability 0 and is never drawn
+    per = jnp.where(masked, a, jnp.log(-jnp.expm1(safe)))
+    return jnp.sum(per if pad is None else per * pad, axis=-1)
+
+
+def time_power(w: Array) -> Array:
+    """c = sg(min w) * TIME_POWER_FRACTION, the exponent of the time proposal."""
+    return jax.lax.stop_gradient(jnp.min(w)) * TIME_POWER_FRACTION
+
+
+def log_times(v: Array, c: Array) -> Array:
+    """log t for t = v^(1/c), v in (0, 1]: t ~ p_c(t) = c t^(c - 1) on (0, 1]."""
+    return jnp.log(jnp.maximum(v, _TINY)) / c
+
+
+def rates(w: Array, kind: str, log_t: Array, c: Array, x0: Array) -> Array:
+    """Importance-weighted rates r / p_c(t) = (w / t) / (c t^(c - 1)) = (w / c) t^(-c).
+
+    'position': `[..., L]`; 'value': `[..., 1, K]` (one rate per clean value). log_t `[...]`.
+    """
+    scale = jnp.exp(-c * log_t) / c  # 1 / (t p_c(t))
+    if kind == "position":
+        return token_powers(w, x0, kind) * scale[..., None]
+    return w * scale[..., None, None]
+
+
+def rloo_surrogate(f: Array, log_q: Array) -> Array:
+    """REINFORCE leave-one-out term `[B]` for f, log_q `[n, B]` (n >= 2 masks at a shared t):
+
+        s = (1/n) sum_i sg(f_i - (1/(n-1)) sum_{j != i} f_j) log q_i,   returned as s - sg(s)
+
+    (value 0, gradient unbiased for d/dw E_q[f] minus the pathwise part)."""
+    n = f.shape[0]
+    if n < 2:
+        raise ValueError(f"config.method.num_masks={n} must be >= 2 for the REINFORCE-LOO baseline")
+    f = jax.lax.stop_gradient(f)
+    baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (n - 1)
+    s = jnp.mean((f - baseline) * log_q, axis=0)
+    return s - jax.lax.stop_gradient(s)
+
+
+def sequence_terms(
+    w: Array, kind: str, denoise_fn: DenoiseFn, x0: Array, v: Array, u: Array,
+    mask_id: int, pad: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """(f [n, B], log_q [n, B], per_token [n, B, L]) at t = v^(1/c) per row and masks u < t^w.
+
+    x0 `[B, L]`, v `[B]` in (0, 1], u `[n, B, L]` uniforms; f_i = sum_l pad_l per_token_il is the
+    importance-weighted NELBO integrand of mask i (an unbiased estimate of the sequence NELBO).
+    """
+    n, B, L = u.shape
+    c = time_power(w)
+    log_t = log_times(v, c)  # [B]
+    w_tok = token_powers(w, x0, kind)  # [B, L]
+    masked = u < mask_probability(w_tok, log_t[:, None])  # [n, B, L]
+    x_t = jnp.where(masked, mask_id, x0[None]).astype(jnp.int32)
+    t_in = jnp.broadcast_to(jnp.exp(log_t), (n, B)).reshape(n * B)
+    logits = denoise_fn(x_t.reshape(n * B, L), t_in).reshape(n, B, L, -1)
+    r = rates(w, kind, log_t, c, x0)
+    per_tok = losses.masked_nelbo_rates(logits, x0[None], x_t, mask_id, r[None])
+    pad = jnp.ones(x0.shape, jnp.float32) if pad is None else pad
+    per_tok = per_tok * pad
+    log_q = log_mask_prob(masked, w_tok[None], log_t[None, :, None], pad)
+    return jnp.sum(per_tok, axis=-1), log_q, per_tok
+
+
+# ---- samplers ------------------------------------------------------------------------------
+def _settings(sampler_config: Any) -> dict:
+    get = (lambda k, d: sampler_config.get(k, d)) if sampler_config is not None else (lambda k, d: d)
+    return {"temperature": float(get("temperature", 1.0)), "top_k": int(get("top_k", 0)),
+            "top_p": float(get("top_p", 1.0)), "categorical": get("categorical", "exact"),
+            "num_steps": int(get("num_steps", 128))}
+
+
+def ordered_first_hitting(
+    key: Array, denoise_fn: DenoiseFn, w: Array, num_samples: int, mask_id: int, *,
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, method: str = "exact",
+    prompt_tokens: Array | None = None, prompt_mask: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """Decodes in the learned order: (tokens [N, L], nfe, order [N, L]).
+
+    T_l = u_l^(1/w_l) (u ~ U(0, 1), the transition time of position l: P(T_l <= t) = t^{w_l});
+    order = positions by decreasing T (order[:, 0] decoded first; prompt positions are placed
+    first and not decoded). Step i calls the network once at t = T_{order_i} and draws the token
+    at order_i from its (tempered / filtered) denoiser. NFE = number of steps with a position to
+    decode (L without a prompt). Orders follow Plackett-Luce(w): P(first = l) = w_l / sum w.
+    """
+    L = w.shape[0]
+    rows = jnp.arange(num_samples)
+    k_t, k_v = jax.random.split(key)
+    u = jax.random.uniform(k_t, (num_samples, L), minval=_TINY, maxval=1.0)
+    log_T = jnp.log(u) / w  # log T_l <= 0
+    given = jnp.zeros((num_samples, L), bool) if prompt_mask is None else prompt_mask.astype(bool)
+    log_T = jnp.where(given, 1.0, log_T)
+    order = jnp.argsort(-log_T, axis=-1)
+    x = jnp.full((num_samples, L), mask_id, jnp.int32)
+    if prompt_tokens is not None:
+        x = jnp.where(given, prompt_tokens, x).astype(jnp.int32)
+
+    def body(carry, i):
+        x, nfe = carry
+        pos = order[:, i]
+        need = ~given[rows, pos]
+        t_i = jnp.exp(jnp.minimum(log_T[rows, pos], 0.0))
+
+        def decode(x):
+            logits = denoise_fn(x, t_i)[rows, pos]  # [N, K]
+            lp = transform_logits(logits, temperature, top_k, top_p)
+            val = categorical(jax.random.fold_in(k_v, i), lp, method=method)
+            return jnp.where(need[:, None] & (jnp.arange(L)[None] == pos[:, None]), val[:, None], x)
+
+        x = jax.lax.cond(jnp.any(need), decode, lambda x: x, x)
+        return (x, nfe + jnp.any(need).astype(jnp.int32)), None
+
+    (x, nfe), _ = jax.lax.scan(body, (x, jnp.array(0, jnp.int32)), jnp.arange(L))
+    return x.astype(jnp.int32), nfe, order
+
+
+def value_ancestral(
+    key: Array, denoise_fn: DenoiseFn, w: Array, num_samples: int, seq_len: int, mask_id: int, *,
+    num_steps: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+    method: str = "exact", prompt_tokens: Array | None = None, prompt_mask: Array | None = None,
+) -> tuple[Array, Array]:
+    """GenMD4's ancestral sampler for the value schedule: (tokens [N, L], nfe = num_steps).
+
+    Grid t_j = 1 - j / S; from t to s a masked token becomes k w.p. mu_k (t^{w_k} - s^{w_k}) /
+    t^{w_k} (the exact reverse kernel given x_0 = k, mixed over the denoiser mu), else stays
+    masked; at s = 0 every masked token is drawn from mu.
+    """
+    K = w.shape[0]
+    given = (jnp.zeros((num_samples, seq_len), bool) if prompt_mask is None
+             else prompt_mask.astype(bool))
+    x = jnp.full((num_samples, seq_len), mask_id, jnp.int32)
+    if prompt_tokens is not None:
+        x = jnp.where(given, prompt_tokens, x).astype(jnp.int32)
+
+    def body(x, j):
+        t = 1.0 - j / num_steps
+        s = 1.0 - (j + 1) / num_steps
+        logits = denoise_fn(x, jnp.full((num_samples,), t, jnp.float32))
+        mu = jnp.exp(transform_logits(logits, temperature, top_k, top_p))  # [N, L, K]
+        frac = 1.0 - jnp.where(s > 0, (jnp.maximum(s, _TINY) / t) ** w, 0.0)  # [K]
+        p_k = mu * frac
+        p_stay = jnp.maximum(1.0 - jnp.sum(p_k, -1, keepdims=True), 0.0)
+        probs = jnp.concatenate([p_k, p_stay], axis=-1)
+        draw = categorical(jax.random.fold_in(key, j), jnp.log(jnp.maximum(probs, 0.0)), method=method)
+        draw = jnp.where(draw == K, mask_id, draw)
+        return jnp.where(x == mask_id, draw, x).astype(jnp.int32), None
+
+    x, _ = jax.lax.scan(body, x, jnp.arange(num_steps))
+    return x, jnp.array(num_steps, jnp.int32)
+
+
+# ---- the method ----------------------------------------------------------------------------
+class LearnedOrder(MethodBase):
+    """Masked diffusion with a learned per-position ('position') or per-value ('value') schedule."""
+
+    name = "learned_order"
+    partition_rules = ((r"(^|/)schedule/theta$", P()),)
+    samples_with_config_sampler = False
+
+    def __init__(self, config: Any, num_classes: int):
+        self.config = config
+        section = config.get("method", None)
+        get = (lambda k: section.get(k, DEFAULTS[k])) if section is not None else DEFAULTS.get
+        self.kind = get("schedule")
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"config.method.schedule={self.kind!r} is not one of {list(SCHEDULES)}")
+        self.num_masks = int(get("num_masks"))
+        if self.num_masks < 2:
+            raise ValueError(f"config.method.num_masks={self.num_masks} must be >= 2 "
+                             "(the REINFORCE leave-one-out baseline needs two masks)")
+        self.power_init = float(get("power_init"))
+        if not self.power_init > 0:
+            raise ValueError(f"config.method.power_init={self.power_init} must be > 0")
+        self.schedule_learning_rate = float(get("schedule_learning_rate"))
+        if config.process.name != "masked":
+            raise ValueError(f"config.method.name='learned_order' needs config.process.name="
+                             f"'masked', got {config.process.name!r}")
+        self.k = num_classes
+        self.proc = processes.masked(num_classes)
+        self.mask_id = self.proc.mask_id
+        self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
+
+    # -- parameters
+    def init(self, key: Array, example_batch: Batch) -> Params:
+        seq_len = example_batch["tokens"].shape[-1]
+        inputs = models_lib.example_inputs(self.model, 1, seq_len)
+        size = seq_len if self.kind == "position" else self.k
+        theta = jnp.full((size,), inverse_softplus(self.power_init), jnp.float32)
+        return {"network": self.model.init({"params": key}, **inputs)["params"],
+                "schedule": {"theta": theta}}
+
+    def optimizer(self, training_config: Any,
+                  default: optax.GradientTransformation) -> optax.GradientTransformation:
+        """Adam(schedule_learning_rate) on params['schedule'], the config's optimizer elsewhere."""
+        from discrete_diffusion.training.optimizer import by_top_level_key
+
+        del training_config
+        return by_top_level_key({"schedule": optax.adam(self.schedule_learning_rate)}, default)
+
+    def powers(self, params: Params) -> Array:
+        """w = softplus(theta): [L] or [K]."""
+        return powers(params["schedule"]["theta"])
+
+    def denoise_fn(self, params: Params, *, train: bool = False,
+                   key: Array | None = None) -> DenoiseFn:
+        rngs = {"dropout": key} if (train and key is not None) else {}
+        return lambda x_t, t: self.model.apply({"params": params["network"]}, x_t, t, train=train,
+                                               rngs=rngs)
+
+    # -- training
+    def prepare(self, batch: Batch, key: Array) -> Batch:
+        """Adds v [B] (stratified over the batch, in (0, 1]; t = v^(1/c) in `loss`) and the
+        uniforms u [num_masks, B, L] of the masks (z = mask where u < t^w)."""
+        k_t, k_u, _ = jax.random.split(key, 3)
+        B, L = batch["tokens"].shape
+        v = 1.0 - stratified.batch_times(k_t, B, 0.0)
+        u = jax.random.uniform(k_u, (self.num_masks, B, L))
+        return {**batch, "v": v, "u": u}
+
+    def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,
+             step: Array | None = None) -> tuple[Array, dict]:
+        del step
+        if "u" not in batch:
+            batch = self.prepare(batch, key)
+        k_drop = jax.random.split(key, 3)[2]
+        w = self.powers(params)
+        pad = token_weights(batch)
+        f, log_q, per_tok = sequence_terms(
+            w, self.kind, self.denoise_fn(params, train=train, key=k_drop), batch["tokens"],
+            batch["v"], batch["u"], self.mask_id, pad)
+        B, L = batch["tokens"].shape
+        loss = jnp.sum(jnp.mean(f, axis=0) + rloo_surrogate(f, log_q)) / (B * L)
+        return loss, {"nelbo": jnp.mean(per_tok, axis=0), "weights": pad,
+                      "metrics": self._metrics(w)}
+
+    def _metrics(self, w: Array) -> dict[str, Array]:
+        w = jax.lax.stop_gradient(w)
+        if self.kind == "value":
+            return {"w_min": jnp.min(w), "w_max": jnp.max(w)}
+        pos = jnp.arange(w.shape[0], dtype=jnp.float32)
+        lw = jnp.log(w)
+        corr = jnp.sum((pos - pos.mean()) * (lw - lw.mean())) / jnp.maximum(
+            jnp.sqrt(jnp.sum((pos - pos.mean()) ** 2) * jnp.sum((lw - lw.mean()) ** 2)), _TINY)
+        # w_order_corr < 0: w decreases along the sequence, i.e. left-to-right decoding
+        return {"w_first": w[0], "w_last": w[-1], "w_order_corr": corr}
+
+    # -- evaluation
+    def nelbo_samples(self, params: Params, batch: Batch, key: Array, num_t: int) -> Array:
+        """[B, num_t] per-sequence NELBO estimates (nats), t = v^(1/c) with v stratified per row."""
+        x0 = batch["tokens"]
+        B, L = x0.shape
+        pad = token_weights(batch)
+        w = self.powers(params)
+        k_t, k_u = jax.random.split(key)
+        v = 1.0 - stratified.low_discrepancy_times(k_t, B, num_t, 0.0)  # [B, num_t]
+        keys = jax.random.split(k_u, num_t)
+        denoise = self.denoise_fn(params)
+
+        def one(args):
+            k, v_j = args
+            u = jax.random.uniform(k, (1, B, L))
+            return sequence_terms(w, self.kind, denoise, x0, v_j, u, self.mask_id, pad)[0][0]
+
+        return jax.lax.map(one, (keys, v.T)).T
+
+    # -- sampling
+    def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,
+                 sampler_config: Any = None, **prompt: Array) -> sampling.SampleResult:
+        """'position': `ordered_first_hitting` (L network calls); 'value': `value_ancestral`
+        (config.sampler.num_steps calls). Reads temperature, top_k, top_p, categorical (and
+        num_steps) of config.sampler, never its name."""
+        s = _settings(with_sampler(self.config, sampler_config).get("sampler", None))
+        w = self.powers(params)
+        denoise = self.denoise_fn(params)
+        opts = {"temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"],
+                "method": s["categorical"], **prompt}
+        if self.kind == "position":
+            if w.shape[0] != seq_len:
+                raise ValueError(f"the 'position' schedule has {w.shape[0]} powers; cannot sample "
+                                 f"seq_len={seq_len}")
+            run = jax.jit(lambda k: ordered_first_hitting(k, denoise, w, num_samples,
+                                                          self.mask_id, **opts)[:2])
+        else:
+            run = jax.jit(lambda k: value_ancestral(k, denoise, w, num_samples, seq_len,
+                                                    self.mask_id, num_steps=s["num_steps"], **opts))
+        tokens, nfe = run(key)
+        return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
+
+
+__all__ = ["DEFAULTS", "SCHEDULES", "LearnedOrder", "inverse_softplus", "log_mask_prob",
+           "ordered_first_hitting", "powers", "rates", "rloo_surrogate", "sequence_terms",
+           "value_ancestral"]
