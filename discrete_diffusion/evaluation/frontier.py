@@ -50,6 +50,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from discrete_diffusion import sampling
+
 # Sampler presets: the name a frontier shows -> fields set on top of config.sampler.
 PRESETS: dict[str, dict[str, Any]] = {
     "ancestral": {"name": "ancestral"},
@@ -62,12 +64,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "score_euler": {"name": "score_euler"},
     "audm": {"name": "audm"},
     "reaudm": {"name": "reaudm"},
-}
-# Samplers of a frontier when config.eval.samplers = 'auto', by process.
-AUTO_SAMPLERS = {
-    "masked": ("ancestral", "psi", "first_hitting"),
-    "uniform": ("ancestral", "psi", "informed_pc"),
-    "uniform_absorbing": ("audm", "reaudm"),
 }
 
 
@@ -111,11 +107,17 @@ def _floats(value: Any, field: str) -> tuple[float, ...]:
     return out
 
 
+def _auto_samplers(config: Any) -> tuple[str, ...]:
+    """The process's default sweep (`sampling.SWEEP_SAMPLERS`; empty for an unknown process)."""
+    return sampling.SWEEP_SAMPLERS.get(config.process.get("name", None), ())
+
+
 def sampler_names(config: Any) -> tuple[str, ...]:
-    """config.eval.samplers ('auto' = AUTO_SAMPLERS of the process, or comma-separated names)."""
+    """config.eval.samplers ('auto': `sampling.SWEEP_SAMPLERS` of the process; or comma-separated
+    preset names)."""
     spec = config.eval.get("samplers", "auto")
     if spec == "auto":
-        return AUTO_SAMPLERS[config.process.name]
+        return _auto_samplers(config)
     names = tuple(s.strip() for s in str(spec).split(",") if s.strip())
     for n in names:
         if n not in PRESETS:
@@ -178,7 +180,7 @@ def validate_eval(config: Any) -> None:
     for c in ev.get("categoricals", ("exact",)):
         if c not in ("exact", "float32"):
             raise ValueError(f"config.eval.categoricals: {c!r} is not one of ['exact', 'float32']")
-    if config.process.name in AUTO_SAMPLERS:
+    if _auto_samplers(config):
         grid(config, seq_len=1)
 
 

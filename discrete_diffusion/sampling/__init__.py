@@ -65,7 +65,8 @@ from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
 __all__ = [
-    "NAMES", "PROCESS_SAMPLERS", "SAMPLERS", "SAMPLER_DEFAULTS", "Context", "SampleResult", "ancestral",
+    "NAMES", "PROCESS_SAMPLERS", "SAMPLERS", "SWEEP_SAMPLERS", "SAMPLER_DEFAULTS", "Context",
+    "SampleResult", "ancestral",
     "categorical", "default_temperature_on", "first_hitting", "generate", "guidance", "informed_pc",
     "only_fields_of", "psi", "sample", "sampler_fields", "sampler_settings", "score", "transform_logits",
 ]
@@ -94,6 +95,13 @@ TEMPERATURE_ON = ("output", "loo", "denoiser")
 PROCESS_SAMPLERS: dict[str, tuple[str, ...]] = {
     "masked": ("ancestral", "psi", "first_hitting", "score_euler", "score_tweedie"),
     "uniform": ("ancestral", "psi", "informed_pc", "score_euler", "score_tweedie"),
+    "uniform_absorbing": ("audm", "reaudm"),
+}
+# The samplers a comparison of a process's samplers sweeps by default (evaluation.frontier with
+# config.eval.samplers = 'auto'): the exact ancestral sampler and the main alternatives.
+SWEEP_SAMPLERS: dict[str, tuple[str, ...]] = {
+    "masked": ("ancestral", "psi", "first_hitting"),
+    "uniform": ("ancestral", "psi", "informed_pc"),
     "uniform_absorbing": ("audm", "reaudm"),
 }
 # Why a sampler is not among a process's samplers (for the error message).
