@@ -29,10 +29,11 @@ for impl in xla cudnn; do
     --config=configs/owt_absorbing.py --random_tokens=50257 --dtype=bfloat16 \
     --config.model.attention_impl=$impl --config.training.batch_size=64 --steps=10 --warmup=2
 done
-for name in shakespeare_absorbing shakespeare_uniform; do
-  stage 100 "train_$name" $py -m discrete_diffusion.main --config=configs/$name.py \
+# The training system end to end on the GPU (through the methods seam): a short Shakespeare run.
+for name in ${TRAIN_CONFIGS:-shakespeare_absorbing}; do
+  stage ${TRAIN_LIMIT:-100} "train_$name" $py -m discrete_diffusion.main --config=configs/$name.py \
     --workdir="/tmp/runs/$name" --config.training.num_steps=100000 \
-    --config.training.max_train_minutes=1.3 --config.training.eval_every=2000 \
+    --config.training.max_train_minutes=${TRAIN_MINUTES:-1.3} --config.training.eval_every=2000 \
     --config.training.sample_every=0 --config.training.checkpoint_every=2000
   tar -C /tmp/runs -czf "$OUT/$name.tgz" "$name" && ls -la "$OUT/$name.tgz" | tee -a "$LOG"
 done
