@@ -65,8 +65,10 @@ def main() -> None:
         config = ml_collections.ConfigDict({
             "process": {"name": "masked", "schedule": "linear", "num_classes": args.vocab},
             "model": {"parameterization": "denoiser", "time_conditioning": False},
-            "sampler": {"name": name, "num_steps": steps, "reuse_output": reuse},
+            "sampler": {"name": name, "num_steps": steps},
         })
+        if name == "ancestral":  # the field only ancestral reads
+            config.sampler.reuse_output = reuse
         if partial:
             config.sampler.num_steps = args.timed_steps  # same per-step shapes and work
         ctx = sampling.make_context(model_fn, config, args.batch, args.seq_len)
