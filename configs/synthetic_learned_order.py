@@ -23,7 +23,7 @@ def get_config():
     config.method.schedule = "position"  # 'position' (w [L]) | 'value' (w [K], GenMD4)
     config.method.num_masks = 2  # masks per sequence at a shared t (REINFORCE-LOO)
     config.method.power_init = 1.0  # w = 1: the linear schedule at every position
-    config.method.schedule_learning_rate = 3e-2
+    config.method.schedule_learning_rate = 1e-2
     config.data.seq_len = 16
     config.process.schedule = "linear"  # unused by the method (its schedule is learned)
     config.sampler.name = "first_hitting"  # not read by learned_order (ordered first hitting)

@@ -409,3 +409,37 @@ def test_method_refuses_bad_fields():
         methods.get(_synthetic_config(num_masks=1), 6)
     with pytest.raises(ValueError, match=r"config.method.schedule='time' is not one of"):
         methods.get(_synthetic_config(schedule="time"), 6)
+
+
+def test_training_the_schedule_learns_left_to_right_for_a_left_to_right_model():
+    """Adam on theta alone, with the method's estimator (sequence_terms + rloo_surrogate) and a
+    model exact only for left-to-right contexts: w becomes decreasing along the sequence."""
+    import optax
+
+    denoise = prefix_denoiser_f32()
+    tx = optax.adam(0.05)
+    theta = lo.inverse_softplus(jnp.ones(L))
+    opt = tx.init(theta)
+    p0 = jnp.asarray(P0.reshape(-1), jnp.float32)
+    x0s = jnp.asarray(X0S, jnp.int32)
+
+    @jax.jit
+    def step(theta, opt, key):
+        k_x, k_v, k_u = jax.random.split(key, 3)
+        x0 = x0s[jax.random.choice(k_x, 27, (256,), p=p0)]
+        v = 1.0 - methods.stratified.batch_times(k_v, 256, 0.0)
+        u = jax.random.uniform(k_u, (2, 256, L))
+
+        def loss(theta):
+            f, log_q, _ = lo.sequence_terms(lo.powers(theta), "position", denoise, x0, v, u, MASK)
+            return jnp.mean(jnp.mean(f, 0) + lo.rloo_surrogate(f, log_q))
+
+        g = jax.grad(loss)(theta)
+        updates, opt = tx.update(g, opt)
+        return optax.apply_updates(theta, updates), opt
+
+    for i in range(200):
+        theta, opt = step(theta, opt, jax.random.PRNGKey(i))
+    w = np.asarray(lo.powers(theta))
+    assert w[0] > w[1] > w[2], w
+    assert w[0] / w[2] > 2.0, w
