@@ -180,24 +180,3 @@ def convert(proc: InterpolatingProcess, src: str, dst: str, logits: Array, x_t: 
     if dst not in NAMES:
         raise ValueError(f"the representation {dst!r} asked for is not one of {list(NAMES)}")
     return CONVERSIONS[(src, dst)](proc, logits, x_t, t)
-
-
-def to_denoiser(
-    proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
-) -> Array:
-    """`convert(proc, parameterization, 'denoiser', logits, x_t, t)`."""
-    return convert(proc, parameterization, "denoiser", logits, x_t, t)
-
-
-def to_loo(
-    proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
-) -> Array:
-    """`convert(proc, parameterization, 'loo', logits, x_t, t)`."""
-    return convert(proc, parameterization, "loo", logits, x_t, t)
-
-
-def to_score(
-    proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
-) -> Array:
-    """`convert(proc, parameterization, 'score', logits, x_t, t)`: log-ratios `[..., L, V]`."""
-    return convert(proc, parameterization, "score", logits, x_t, t)

@@ -74,13 +74,13 @@ def test_score_network_output_completion(name):
     raw = _log(score[..., :3]) + jnp.where(jnp.asarray(noisy) & (name == "masked"), 0.0, 0.7)[..., None]
     full = np.exp(conv.model_score_to_ratios(proc, raw, x_t, tt))
     np.testing.assert_allclose(full, score, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.exp(conv.to_denoiser(proc, "score", raw, x_t, tt)), mu, atol=1e-6)
+    np.testing.assert_allclose(np.exp(conv.convert(proc, "score", "denoiser", raw, x_t, tt)), mu, atol=1e-6)
 
 
 def test_unknown_parameterization_names_field():
     proc = dd.processes.uniform(3)
     with pytest.raises(ValueError, match="config.model.parameterization"):
-        conv.to_loo(proc, "eps", jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), jnp.int32), jnp.ones(1))
+        conv.convert(proc, "eps", "loo", jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), jnp.int32), jnp.ones(1))
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[3] == 0.5])

@@ -47,7 +47,8 @@ def test_uniform_temperature_tempers_the_loo_posterior_of_a_denoiser_network():
     x_t, t = jnp.array([[0, 2], [1, 1]]), jnp.array([0.5, 0.5])
     ctx = sampling.make_context(model, _config("uniform", temperature=0.5), 2, L)
     assert ctx.output_parameterization == "loo"
-    rho = np.exp(np.asarray(dd.parameterizations.to_loo(proc, "denoiser", model(x_t, t), x_t, t), np.float64))
+    loo = dd.parameterizations.convert(proc, "denoiser", "loo", model(x_t, t), x_t, t)
+    rho = np.exp(np.asarray(loo, np.float64))
     np.testing.assert_allclose(np.exp(ctx.network(x_t, t)), rho**2 / (rho**2).sum(-1, keepdims=True),
                                atol=1e-5)
 

@@ -92,7 +92,7 @@ def test_temperature_on_loo_versus_denoiser():
             config = _config(temperature=temp, temperature_on=on)
             ctx = dd.sampling.make_context(model, config, 2, L)
             logits = ctx.network(x_t, t)
-            out[on, temp] = np.exp(dd.parameterizations.to_denoiser(proc, on, logits, x_t, t))
+            out[on, temp] = np.exp(dd.parameterizations.convert(proc, on, "denoiser", logits, x_t, t))
     np.testing.assert_allclose(out["loo", 1.0], out["denoiser", 1.0], atol=1e-6)
     assert np.abs(out["loo", 0.5] - out["denoiser", 0.5]).max() > 1e-2
     mu = np.exp(dd.parameterizations.loo_to_denoiser(proc, model(x_t, t), x_t, t))

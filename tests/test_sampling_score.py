@@ -45,7 +45,7 @@ def _all_states(proc):
 
 def _exact_score(proc, x_t, t):
     logits = oracle.exact_model_fn(P0, proc, "loo")(x_t, jnp.full((len(x_t),), t))
-    return params_lib.to_score(proc, "loo", logits, x_t, jnp.full((len(x_t),), t))
+    return params_lib.convert(proc, "loo", "score", logits, x_t, jnp.full((len(x_t),), t))
 
 
 def test_tweedie_equals_the_mdlm_ancestral_step_for_masked():
@@ -120,7 +120,7 @@ def _exact_sampler_law(proc, steps):
     @jax.jit
     def kernels(t, s):
         t, s = jnp.full((len(states),), t), jnp.full((len(states),), s)
-        log_ratios = params_lib.to_score(proc, "denoiser", model(states, t), states, t)
+        log_ratios = params_lib.convert(proc, "denoiser", "score", model(states, t), states, t)
         return (score.euler_kernel(proc, log_ratios, states, t, s),
                 score.tweedie_kernel(proc, log_ratios, states, t, s))
 

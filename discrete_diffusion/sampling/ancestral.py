@@ -37,13 +37,13 @@ def reverse_kernel(
 ) -> Array:
     """p_theta(x_s^i | x_t) as probabilities `[..., L, V]` from network logits `[..., L, K]`."""
     if bridge == "loo_plugin":
-        loo = params_lib.to_loo(proc, parameterization, logits, x_t, t)
+        loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
         return proc.bridge_plugin(x_t, t, s, jnp.exp(loo))
     if bridge == "denoiser_mixture":
-        mu = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
+        mu = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
         return proc.bridge_mixture(x_t, t, s, jnp.exp(mu))
     if bridge == "denoiser_plugin":
-        mu = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
+        mu = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
         return proc.bridge_plugin(x_t, t, s, jnp.exp(mu))
     raise ValueError(f"config.sampler.bridge={bridge!r} is not one of {list(BRIDGES)}")
 
@@ -59,7 +59,7 @@ def greedy_step(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
 ) -> Array:
     """x_0 = argmax of the denoiser (carry-over positions keep their token)."""
-    mu = params_lib.to_denoiser(proc, parameterization, logits, x_t, t)
+    mu = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
     return jnp.where(proc.is_noisy(x_t), jnp.argmax(mu, -1), x_t).astype(jnp.int32)
 
 

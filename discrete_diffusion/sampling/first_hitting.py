@@ -23,7 +23,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.sampling.categorical import categorical
 from discrete_diffusion.sampling.context import Context
 
@@ -74,7 +73,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         any_left = n > 0
         logits = ctx.network(x, tau_first)
         nfe = nfe + jnp.any(any_left).astype(jnp.int32)
-        mu = params_lib.to_denoiser(proc, ctx.output_parameterization, logits, x, tau_first)
+        mu = ctx.convert(logits, x, tau_first, "denoiser")
         mu_at = jnp.take_along_axis(mu, pos[..., None], axis=1)  # [N, k, K]
         values = categorical(k_val, mu_at, method=ctx.settings["categorical"])
         current = jnp.take_along_axis(x, pos, axis=1)

@@ -179,7 +179,7 @@ def cfg_model_fn(
         labels = jnp.concatenate([jnp.broadcast_to(label, (n,)), jnp.full((n,), null_label, jnp.int32)])
         double = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), (x_t, t, inputs))
         logits = model_fn(double[0], double[1], label=labels, **double[2])
-        log_mu = params_lib.to_denoiser(proc, parameterization, logits, *double[:2])
+        log_mu = params_lib.convert(proc, parameterization, "denoiser", logits, *double[:2])
         return cfg_mix(log_mu[:n], log_mu[n:], weight)
 
     return guided

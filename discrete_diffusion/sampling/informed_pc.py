@@ -79,7 +79,7 @@ def single_site_conditionals(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x: Array, t: Array
 ) -> Array:
     """Equation (1) for every position, `[..., L, V]` probabilities."""
-    rho = jnp.exp(params_lib.to_loo(proc, parameterization, logits, x, t))
+    rho = jnp.exp(params_lib.convert(proc, parameterization, "loo", logits, x, t))
     return proc.marginal_from_probs(rho, proc.alpha(per_token(t, x)))
 
 

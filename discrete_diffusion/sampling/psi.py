@@ -50,7 +50,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import TINY, InterpolatingProcess, per_token
 from discrete_diffusion.sampling.ancestral import reverse_kernel, sample_from_probs
 from discrete_diffusion.sampling.context import Context
@@ -216,7 +215,7 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
                                 logits, x_t, t, s)
         x_s = ctx.apply_prompt(sample_from_probs(k_step, probs, ctx.settings["categorical"]))
         if by_confidence:  # psi of a newly unmasked token: the denoiser's probability of it
-            mu = jnp.exp(params_lib.to_denoiser(ctx.proc, param, logits, x_t, t))
+            mu = jnp.exp(ctx.convert(logits, x_t, t, "denoiser"))
             k = ctx.proc.num_classes
             p_new = jnp.take_along_axis(mu, jnp.minimum(x_s, k - 1)[..., None], axis=-1)[..., 0]
             newly = ctx.proc.is_noisy(x_t) & ~ctx.proc.is_noisy(x_s)

@@ -4,7 +4,7 @@ Both samplers read the network through the concrete score, the single-site log-r
 
     log s(y) = log p_t(x_t with x^i <- y) / p_t(x_t),   `[..., L, V]`,   s(x_t^i) = 1,
 
-obtained from any parameterization by `parameterizations.to_score`.
+obtained from any parameterization by `parameterizations.convert(..., 'score', ...)`.
 
 Rates. The marginal (1) of `processes` solves d q_t / dt = -beta_t (q_t - pi) with
 beta_t = -alpha'_t / alpha_t, i.e. the forward generator of every position is
@@ -154,10 +154,10 @@ def score_kernel(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array,
     s: Array, method: str = "tweedie",
 ) -> Array:
-    """One step's kernel `[..., L, V]` from network logits: `KERNELS[method]` on `to_score(logits)`."""
+    """One step's kernel `[..., L, V]` from network logits: `KERNELS[method]` on their score."""
     if method not in KERNELS:
         raise ValueError(f"score sampler method={method!r} is not one of {list(KERNELS)}")
-    log_ratios = params_lib.to_score(proc, parameterization, logits, x_t, t)
+    log_ratios = params_lib.convert(proc, parameterization, "score", logits, x_t, t)
     return KERNELS[method](proc, log_ratios, x_t, t, s)
 
 
@@ -176,7 +176,7 @@ def _run(key: Array, ctx: Context, method: str) -> tuple[Array, Array]:
         t, s = ctx.times(grid[i]), ctx.times(grid[i + 1])
 
         def kernel(logits: Array) -> Array:
-            log_ratios = params_lib.to_score(ctx.proc, ctx.output_parameterization, logits, x_t, t)
+            log_ratios = ctx.convert(logits, x_t, t, "score")
             probs = tweedie_kernel(ctx.proc, log_ratios, x_t, t, s)
             if method == "euler":
                 euler = euler_kernel(ctx.proc, log_ratios, x_t, t, s)
