@@ -73,6 +73,11 @@ RULES: tuple[tuple[str, P], ...] = (
     (r"(^|/)(mlp/fc2|time_embed/fc2)/bias$", P()),
     # LayerNorm scales [D]
     (r"(^|/)norm\d*/scale$", P()),
+    # the latent embedding of a latent-conditioned network (VADD): [Z, C] then [C, C], like time_embed
+    (r"(^|/)latent_embed/fc1/kernel$", P("fsdp", "tensor")),
+    (r"(^|/)latent_embed/fc1/bias$", P("tensor")),
+    (r"(^|/)latent_embed/fc2/kernel$", P("tensor", "fsdp")),
+    (r"(^|/)latent_embed/fc2/bias$", P()),
 )
 
 _ENV_COORDINATOR = "DD_COORDINATOR_ADDRESS"

@@ -357,3 +357,39 @@ def test_soft_input_embedding_bag_and_dense_equal_the_id_path(dit):
         model.apply(params, x, t, soft_ids=ids, soft_weights=w)
     with pytest.raises(ValueError, match="dense soft_weights must be"):
         model.apply(params, None, t, soft_weights=w)
+
+
+def test_latent_dim_zero_is_todays_network_and_latent_enters_additively():
+    """latent_dim=0 builds the same parameter tree and bit-identical logits as a network built
+    without the field; with latent_dim=Z the latent embedding is one more term of the adaLN
+    conditioning, so zeroing its last layer gives back those logits bit for bit, while a
+    nonzero embedding makes each sequence's logits depend on its own z only."""
+    Z = 3
+    plain, zero, latent = tiny(time_conditioning=True), tiny(latent_dim=0), tiny(latent_dim=Z)
+    params = random_params(plain)
+    assert jax.tree_util.tree_structure(random_params(zero)) == jax.tree_util.tree_structure(params)
+    x, t = tokens(), jnp.array([0.3, 0.7])
+    ref = plain.apply(params, x, t)
+    np.testing.assert_array_equal(np.asarray(zero.apply(params, x, t)), np.asarray(ref))
+    lp = random_params(latent, seed=1)
+    assert set(lp["params"]) - set(params["params"]) == {"latent_embed"}
+    assert lp["params"]["latent_embed"]["fc1"]["kernel"].shape == (Z, latent.cond_dim)
+    merged = {"params": {**params["params"], "latent_embed": lp["params"]["latent_embed"]}}
+    z = jnp.array([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]])
+    off = jax.tree_util.tree_map(jnp.zeros_like, merged["params"]["latent_embed"]["fc2"])
+    silent = {"params": {**merged["params"],
+                         "latent_embed": {**merged["params"]["latent_embed"], "fc2": off}}}
+    np.testing.assert_array_equal(np.asarray(latent.apply(silent, x, t, latent=z)), np.asarray(ref))
+    a = latent.apply(merged, x, t, latent=z)
+    b = latent.apply(merged, x, t, latent=z.at[1].set(-z[1]))
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    assert not np.allclose(a[1], b[1], atol=1e-4)
+    with pytest.raises(ValueError, match="latent z"):
+        latent.apply(merged, x, t)
+    with pytest.raises(ValueError, match="latent_dim=0"):
+        plain.apply(params, x, t, latent=z)
+    config = ml_collections.ConfigDict({"model": {"name": "dit", "size": "tiny", "latent_dim": Z}})
+    assert get_model(config, K, K + 1).latent_dim == Z
+    config.model.latent_dim = -1
+    with pytest.raises(ValueError, match="config.model.latent_dim"):
+        get_model(config, K, K + 1)

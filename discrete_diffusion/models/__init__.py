@@ -13,6 +13,7 @@
     remat              False
     noise_input        False (True for the uniform_absorbing process)
     num_labels         0 (unconditional); > 0 for class-conditional models
+    latent_dim         0 (no latent); Z > 0: the network takes a latent z [B, Z] (VADD)
     attention_impl     None | 'xla' | 'cudnn'
 
 Other fields of `config.model` (e.g. `parameterization`) are ignored here.
@@ -92,6 +93,9 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
     num_labels = int(cfg.get("num_labels", 0))
     if num_labels < 0:
         raise ValueError(f"config.model.num_labels={num_labels} must be >= 0")
+    latent_dim = cfg.get("latent_dim", 0)
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 0:
+        raise ValueError(f"config.model.latent_dim={latent_dim!r} must be an int >= 0")
     dropout = float(cfg.get("dropout", 0.1))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"config.model.dropout={dropout} must be in [0, 1)")
@@ -105,6 +109,7 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
         time_conditioning=time_conditioning,
         noise_input=bool(cfg.get("noise_input", False)),
         num_labels=num_labels,
+        latent_dim=latent_dim,
         remat=bool(cfg.get("remat", False)),
         attention_impl=attention_impl,
         dtype=dtype,

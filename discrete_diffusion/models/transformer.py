@@ -9,8 +9,9 @@ classes:
     or, with soft inputs instead of x_t (Duo's curriculum; the same token_embed table E):
     h    = sum_j soft_weights[..., j] E[soft_ids[..., j]]       embedding bag, ids/weights [B, L, k]
     h    = soft_weights @ E                                     dense, soft_weights [B, L, V]
-    cond = silu(time_embed(t) + label_embed(y))                [B, Lc, C], Lc = 1 or L
-         (time term only if time_conditioning; label term only if num_labels > 0; 0 if neither)
+    cond = silu(time_embed(t) + label_embed(y) + latent_embed(z))   [B, Lc, C], Lc = 1 or L
+         (time term only if time_conditioning; label term only if num_labels > 0; latent term
+         only if latent_dim > 0; 0 if none)
     h    = blocks_{num_layers-1}( ... blocks_0(h, cond))       pre-LN, rotary attention, adaLN-zero
     logits = final(h, cond)                                     adaLN LayerNorm + untied projection
 
@@ -27,6 +28,8 @@ Dh = D // H, F = 256 sinusoidal features, V = input_vocab_size, K = num_classes)
     time_embed/fc1/{kernel,bias}    [F, C], [C]     only if time_conditioning
     time_embed/fc2/{kernel,bias}    [C, C], [C]     only if time_conditioning
     label_embed/embedding           [num_labels + 1, C]   only if num_labels > 0
+    latent_embed/fc1/{kernel,bias}  [Z, C], [C]     only if latent_dim = Z > 0
+    latent_embed/fc2/{kernel,bias}  [C, C], [C]     only if latent_dim = Z > 0
     blocks_{i}/norm1/scale          [D]
     blocks_{i}/adaln/{kernel,bias}  [C, 6D], [6D]   (shift, scale, gate) x (attn, mlp); zero-init
     blocks_{i}/attn/qkv/kernel      [D, 3, H, Dh]
@@ -37,6 +40,14 @@ Dh = D // H, F = 256 sinusoidal features, V = input_vocab_size, K = num_classes)
     final/norm/scale                [D]
     final/adaln/{kernel,bias}       [C, 2D], [2D]   zero-init
     final/out/{kernel,bias}         [D, K], [K]     zero-init
+
+Latent conditioning (VADD, Xie et al. 2026; methods/vadd.py): with `latent_dim` = Z > 0 the
+network takes a latent z `[B, Z]` (`latent=`) and latent_embed(z) = fc2(silu(fc1(z))) is added
+to the conditioning vector beside the time (and label) embedding, so z reaches every block's
+adaLN (before attention and before the MLP) and the final layer's. The paper's MLP of the
+z-embedding per block is realised by each block's own adaLN projection of the shared
+conditioning (a choice: the reference code could not be read). `latent_dim = 0` builds today's
+network, parameter for parameter and bit for bit.
 
 Sizes (`SIZES`): "small" (12 x 768, 12 heads, C=128) has ~170M parameters with K = 50257
 (~92M in the blocks, ~77M in the untied input/output embeddings), as in the MDLM/Duo papers.
@@ -62,6 +73,21 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
+class LatentEmbedder(nn.Module):
+    """z `[B, Z]` -> `[B, C]`: fc2(silu(fc1(z))), VADD's z-embedding. Params: `fc1` [Z, C],
+    `fc2` [C, C] (kernels and biases)."""
+
+    cond_dim: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: Array) -> Array:
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=embed_init)
+        h = nn.silu(nn.Dense(self.cond_dim, name="fc1", **dense)(z))
+        return nn.Dense(self.cond_dim, name="fc2", **dense)(h)
+
+
 class DiffusionTransformer(nn.Module):
     """Bidirectional DiT with rotary attention and adaLN time/label conditioning (see module doc).
 
@@ -75,6 +101,7 @@ class DiffusionTransformer(nn.Module):
       noise_input: also embed per-token noise ids u (the `uniform_absorbing` process).
       num_labels: number of classes for class conditioning; 0 = unconditional. The label table has
         num_labels + 1 rows; label id `num_labels` is the null label (classifier-free guidance).
+      latent_dim: Z, the width of a latent z `[B, Z]` fed through adaLN (VADD); 0 = no latent.
       time_scale: t is multiplied by this before the sinusoidal embedding.
       rotary_base: base of the rotary frequencies.
       remat: rematerialise each block in the backward pass (saves activation memory).
@@ -96,6 +123,7 @@ class DiffusionTransformer(nn.Module):
     causal: bool = False
     noise_input: bool = False
     num_labels: int = 0
+    latent_dim: int = 0
     time_scale: float = 1000.0
     rotary_base: float = 10_000.0
     remat: bool = False
@@ -112,7 +140,8 @@ class DiffusionTransformer(nn.Module):
                 "(rotary embeddings rotate feature pairs)"
             )
 
-    def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int) -> Array:
+    def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int,
+                      latent: Array | None = None) -> Array:
         """SiLU-activated conditioning `[B, Lc, C]` (Lc = 1: t per sequence; Lc = L: per token)."""
         cond = jnp.zeros((batch, 1, self.cond_dim), jnp.float32)  # [B, 1, C]
         if self.time_conditioning:
@@ -157,7 +186,25 @@ class DiffusionTransformer(nn.Module):
                 "label was passed but the model is unconditional (num_labels=0); "
                 "set config.model.num_labels to train a class-conditional model"
             )
+        if self.latent_dim > 0:
+            cond = cond + self._latent_embedding(latent, batch)  # [B, 1, C]
+        elif latent is not None:
+            raise ValueError("latent was passed but the model has latent_dim=0; set "
+                             "config.model.latent_dim (the VADD method does)")
         return nn.silu(cond)
+
+    def _latent_embedding(self, latent: Array | None, batch: int) -> Array:
+        """latent_embed(z) `[B, 1, C]` (float32) of a latent z `[B, Z]`."""
+        if latent is None:
+            raise ValueError(f"latent z [B, {self.latent_dim}] is required: latent_dim="
+                             f"{self.latent_dim}")
+        latent = jnp.asarray(latent, jnp.float32)
+        if latent.shape != (batch, self.latent_dim):
+            raise ValueError(f"latent must have shape [B, Z]={(batch, self.latent_dim)}, got "
+                             f"{latent.shape}")
+        embed = LatentEmbedder(self.cond_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                               name="latent_embed")
+        return embed(latent).astype(jnp.float32)[:, None, :]
 
     def _embed_tokens(self, x_t: Array, noise: Array | None) -> Array:
         """Input embedding `[B, L, D]` (float32) of x_t, plus the noise ids u if `noise_input`."""
@@ -218,6 +265,7 @@ class DiffusionTransformer(nn.Module):
         label: Array | None = None,
         soft_ids: Array | None = None,
         soft_weights: Array | None = None,
+        latent: Array | None = None,
     ) -> Array:
         """Float32 logits `[B, L, K]` of the clean tokens given x_t `[B, L]` and t `[B]`/`[B, L]`.
 
@@ -226,6 +274,7 @@ class DiffusionTransformer(nn.Module):
         Soft input instead of x_t (pass x_t=None): `soft_weights` `[B, L, k]` with `soft_ids`
         `[B, L, k]` (embedding bag), or `soft_weights` `[B, L, V]` alone (dense); see
         `_embed_soft`. The token_embed table is the one the id path reads.
+        `latent` `[B, Z]` float: the VADD latent z (only with latent_dim = Z > 0).
         """
         self._check_sizes()
         if soft_weights is not None:
@@ -235,7 +284,7 @@ class DiffusionTransformer(nn.Module):
             if soft_weights.ndim != 3:
                 raise ValueError(f"soft_weights must be [B, L, k], got shape {soft_weights.shape}")
             B, L = soft_weights.shape[:2]
-            cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
+            cond = self._conditioning(t, label, B, L, latent)  # [B, Lc, C]
             h = self._embed_soft(soft_ids, soft_weights)  # [B, L, D]
         else:
             if soft_ids is not None:
@@ -244,7 +293,7 @@ class DiffusionTransformer(nn.Module):
             if x_t.ndim != 2:
                 raise ValueError(f"x_t must be [B, L] token ids, got shape {x_t.shape}")
             B, L = x_t.shape
-            cond = self._conditioning(t, label, B, L)  # [B, Lc, C]
+            cond = self._conditioning(t, label, B, L, latent)  # [B, Lc, C]
             h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
 
         block_cls = nn.remat(DiTBlock, static_argnums=(3,)) if self.remat else DiTBlock
@@ -289,7 +338,8 @@ def ar_inputs(x0: Array, bos_id: int) -> Array:
 def example_inputs(model: DiffusionTransformer, batch_size: int = 1, seq_len: int = 8) -> dict:
     """Keyword arguments for `model.init(rngs, **example_inputs(model, B, L))`.
 
-    Holds `x_t` (zeros `[B, L]`), `t` (0.5 `[B]`), and `noise` / `label` when the model needs them.
+    Holds `x_t` (zeros `[B, L]`), `t` (0.5 `[B]`), and `noise` / `label` / `latent` when the model
+    needs them.
     """
     inputs: dict[str, Array] = {
         "x_t": jnp.zeros((batch_size, seq_len), jnp.int32),
@@ -299,4 +349,6 @@ def example_inputs(model: DiffusionTransformer, batch_size: int = 1, seq_len: in
         inputs["noise"] = jnp.zeros((batch_size, seq_len), jnp.int32)
     if model.num_labels > 0:
         inputs["label"] = jnp.full((batch_size,), model.num_labels, jnp.int32)
+    if model.latent_dim > 0:
+        inputs["latent"] = jnp.zeros((batch_size, model.latent_dim), jnp.float32)
     return inputs
