@@ -103,6 +103,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.checkpoint_every = 1000
     config.training.max_checkpoints = 2
     config.training.max_train_minutes = 0.0  # > 0: stop (eval, samples, checkpoint) after this long
+    # A step with a non-finite loss or gradient norm leaves the parameters unchanged; this many in
+    # a row stop the run (exit status 3, naming the step and the last good checkpoint).
+    config.training.max_nonfinite_steps = 3
+    # On start, unreadable checkpoints are set aside (checkpoints/corrupt/<step>-<reason>) and the
+    # newest readable one restored; if none is readable the run stops (exit status 4) unless True.
+    config.training.start_fresh_if_unreadable = False
 
     config.data = data_config()
 

@@ -103,6 +103,13 @@ def validate(config: Any) -> None:
     for field in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "max_checkpoints",
                   "eval_num_t"):
         _number(config, f"training.{field}", minimum=1, integer=True)
+    if "max_nonfinite_steps" in config.training:  # configs/base.py has it; older saved configs not
+        _number(config, "training.max_nonfinite_steps", minimum=1, integer=True)
+    if config.training.get("start_fresh_if_unreadable", False) not in (True, False):
+        raise ValueError(
+            "config.training.start_fresh_if_unreadable="
+            f"{config.training.start_fresh_if_unreadable!r} must be True or False"
+        )
     _number(config, "training.max_train_minutes", minimum=0.0)
     for field in ("warmup_steps", "eval_every", "eval_batches", "sample_every", "checkpoint_every",
                   "num_samples", "seed"):

@@ -10,6 +10,13 @@ sample: writes samples of the latest checkpoint to workdir/samples/step_N.txt.
 Several processes (one per host or GPU): `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` (or DD_COORDINATOR_ADDRESS / DD_NUM_PROCESSES / DD_PROCESS_ID), or nothing under
 SLURM / on a TPU pod; see launch/ and discrete_diffusion/sharding.py.
+
+Exit status: 0 done (or stopped by SIGTERM / max_train_minutes after saving a checkpoint);
+1 an error (a bad config field, ...); 3 training stopped after
+config.training.max_nonfinite_steps consecutive non-finite steps (the message names the step and
+the last good checkpoint); 4 checkpoints exist in workdir/checkpoints but none can be read (they
+were set aside under workdir/checkpoints/corrupt/; config.training.start_fresh_if_unreadable=True
+starts from step 0 instead). See discrete_diffusion/training/faults.py.
 """
 
 from __future__ import annotations
@@ -51,7 +58,11 @@ def main(argv):
     from discrete_diffusion import training  # heavy imports after validation
 
     if FLAGS.mode == "train":
-        training.train_and_evaluate(config, FLAGS.workdir)
+        try:
+            training.train_and_evaluate(config, FLAGS.workdir)
+        except training.TrainingStoppedError as err:  # a message, not a traceback; a distinct status
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(err.exit_code)
     elif FLAGS.mode == "eval":  # likelihood, sample quality and the frontier: workdir/eval/
         from discrete_diffusion.evaluation import report
 

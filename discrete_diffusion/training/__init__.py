@@ -12,7 +12,13 @@ It reads nothing about a method but the protocol of `discrete_diffusion.methods.
 from discrete_diffusion.training.checkpoints import (
     checkpoint_manager,
     restore_checkpoint,
+    restore_latest_readable,
     save_checkpoint,
+)
+from discrete_diffusion.training.faults import (
+    NonFiniteTrainingError,
+    TrainingStoppedError,
+    UnreadableCheckpointError,
 )
 from discrete_diffusion.training.loop import (
     load_config,
@@ -32,8 +38,9 @@ from discrete_diffusion.training.state import TrainState
 from discrete_diffusion.training.trainer import Trainer, example_batch, get_trainer
 
 __all__ = [
-    "TrainState", "Trainer", "by_top_level_key", "checkpoint_manager", "example_batch",
+    "NonFiniteTrainingError", "TrainState", "Trainer", "TrainingStoppedError",
+    "UnreadableCheckpointError", "by_top_level_key", "checkpoint_manager", "example_batch",
     "get_trainer", "learning_rate_schedule", "load_config", "load_state", "make_optimizer",
-    "restore_checkpoint", "sample_and_write", "sample_checkpoint", "save_checkpoint", "setup",
-    "train_and_evaluate", "write_samples",
+    "restore_checkpoint", "restore_latest_readable", "sample_and_write", "sample_checkpoint",
+    "save_checkpoint", "setup", "train_and_evaluate", "write_samples",
 ]

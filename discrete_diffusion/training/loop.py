@@ -6,6 +6,16 @@ Every `log_every` steps the merged clu metrics are written by `metrics.MetricWri
 workdir/metrics.jsonl, workdir/tensorboard); every `eval_every` steps the held-out NELBO of the
 EMA parameters; every `sample_every` steps samples to workdir/samples/step_N.txt; checkpoints
 every `checkpoint_every` steps, at the end, at `max_train_minutes` and on SIGTERM.
+
+Faults (discrete_diffusion/training/faults.py):
+- on start, the newest readable checkpoint is restored; unreadable newer ones are reported and set
+  aside under workdir/checkpoints/corrupt/ (`checkpoints.restore_latest_readable`). When
+  checkpoints exist but none is readable the run stops (`UnreadableCheckpointError`) unless
+  `config.training.start_fresh_if_unreadable` is True;
+- a step with a non-finite loss or gradient norm leaves the parameters unchanged (trainer.py) and
+  is logged with the running count; `config.training.max_nonfinite_steps` of them in a row stop
+  the run (`NonFiniteTrainingError`, naming the step and the last good checkpoint). No checkpoint
+  is written while the last step was non-finite, nor from a state with a non-finite value.
 """
 
 from __future__ import annotations
@@ -25,10 +35,13 @@ from discrete_diffusion import sharding
 from discrete_diffusion.data import bundle as data_lib
 from discrete_diffusion.metrics import MetricWriter, TrainMetrics, with_derived
 from discrete_diffusion.training.checkpoints import (
+    CORRUPT_DIR,
+    checkpoint_dir,
     checkpoint_manager,
-    restore_checkpoint,
+    restore_latest_readable,
     save_checkpoint,
 )
+from discrete_diffusion.training.faults import NonFiniteMonitor, UnreadableCheckpointError
 from discrete_diffusion.training.state import TrainState
 from discrete_diffusion.training.trainer import Trainer, get_trainer
 
@@ -89,7 +102,11 @@ def train_and_evaluate(
 ) -> TrainState:
     """Trains `config.training.num_steps` steps (resuming from workdir/checkpoints) and returns
     the final state. Saves a checkpoint every checkpoint_every steps, at the end, and on SIGTERM.
-    `stop_at` ends the run early at that step (saving a checkpoint), as an interruption would."""
+    `stop_at` ends the run early at that step (saving a checkpoint), as an interruption would.
+
+    Raises `faults.UnreadableCheckpointError` when checkpoints exist but none can be read (unless
+    config.training.start_fresh_if_unreadable) and `faults.NonFiniteTrainingError` after
+    config.training.max_nonfinite_steps consecutive non-finite steps."""
     config, data, trainer = setup(config, devices)
     tc = config.training
     if workdir:
@@ -108,10 +125,50 @@ def train_and_evaluate(
               f"length-{data.seq_len} sequences, H(x_1:L)/L: {floor:.4f} nats/token", flush=True)
 
     mngr = checkpoint_manager(workdir, config) if workdir else None
+    last_saved: list[int] = []  # steps of the checkpoints this run started from or wrote
     if mngr is not None:
-        state, resumed = restore_checkpoint(mngr, state, data.train_iter)
-        if resumed:
-            print(f"resumed from step {int(state.step)}", flush=True)
+        found = restore_latest_readable(mngr, state, data.train_iter)
+        state = found.state
+        if found.step is not None:
+            last_saved.append(found.step)
+            print(f"resumed from step {found.step}", flush=True)
+        else:
+            # None readable now, or none left because an earlier start set them all aside: either
+            # way starting from step 0 would silently throw the run away.
+            where = os.path.join(checkpoint_dir(workdir), CORRUPT_DIR)
+            earlier = sorted(os.listdir(where)) if os.path.isdir(where) else []
+            if found.unreadable or earlier:
+                if not bool(tc.get("start_fresh_if_unreadable", False)):
+                    mngr.close()
+                    what = (found.describe_unreadable() if found.unreadable else
+                            f"the checkpoints set aside earlier as unreadable: {earlier}")
+                    raise UnreadableCheckpointError(
+                        f"no readable checkpoint in {checkpoint_dir(workdir)}: {what}. They lie "
+                        f"under {where} (nothing was deleted). Move a good one back to "
+                        f"{checkpoint_dir(workdir)}/<step>, or pass "
+                        "--config.training.start_fresh_if_unreadable=True to start from step 0."
+                    )
+                print(f"no readable checkpoint (unreadable ones lie under {where}); starting from "
+                      "step 0 as config.training.start_fresh_if_unreadable=True", flush=True)
+
+    def last_good_checkpoint() -> str:
+        if not last_saved:
+            return "none (no checkpoint was written from a finite state)"
+        return f"{os.path.join(checkpoint_dir(workdir), str(last_saved[-1]))} (step {last_saved[-1]})"
+
+    monitor = NonFiniteMonitor(
+        int(tc.get("max_nonfinite_steps", 3)), last_good_checkpoint,
+        log=lambda step, values: writer.write(step, values, prefix="nonfinite"),
+    )
+
+    def checkpoint() -> None:
+        monitor.flush()
+        if monitor.in_streak:
+            print(f"not saving a checkpoint at step {step}: the step was not finite (the last "
+                  f"good checkpoint stays {last_good_checkpoint()})", flush=True)
+        # the state of a finite step (or the restored, checked one) is finite: see trainer.py
+        elif save_checkpoint(mngr, state, data.train_iter, finite=True):
+            last_saved.append(step)
 
     old_handler = None
     with contextlib.suppress(ValueError):  # ValueError: not the main thread
@@ -130,12 +187,15 @@ def train_and_evaluate(
     try:
         while step < num_steps:
             batch = next(data.train_iter)
-            state, metrics = trainer.train_step(state, batch)
+            state, metrics, health = trainer.train_step_checked(state, batch)
             step += 1
+            monitor.push(step, health)  # records the previous step's health (one in flight)
             steps_since += 1
             out_of_time = max_seconds > 0 and time.time() - t_start > max_seconds
             last = step == num_steps or out_of_time
             pending = metrics if pending is None else pending.merge(metrics)
+            if last or _STOP["flag"] or (stop_at is not None and step >= stop_at):
+                monitor.flush()  # raises NonFiniteTrainingError after too many in a row
             if step % log_every == 0 or last:
                 avg = with_derived(jax.device_get(pending.compute()))
                 dt = time.time() - t_last
@@ -154,10 +214,10 @@ def train_and_evaluate(
             if mngr is not None and (
                 (ckpt_every > 0 and step % ckpt_every == 0) or last or _STOP["flag"]
             ):
-                save_checkpoint(mngr, state, data.train_iter)
+                checkpoint()
             if stop_at is not None and step >= stop_at and not _STOP["flag"]:
                 if mngr is not None and not (ckpt_every > 0 and step % ckpt_every == 0):
-                    save_checkpoint(mngr, state, data.train_iter)
+                    checkpoint()
                 break
             if _STOP["flag"]:
                 print(f"SIGTERM: saved step {step}, exiting", flush=True)
@@ -191,13 +251,14 @@ def load_state(config: Any, workdir: str, devices: list | None = None):
     config, data, trainer = setup(config, devices)
     state = trainer.init_state(int(config.training.seed))
     mngr = checkpoint_manager(workdir, config)
-    try:
-        state, ok = restore_checkpoint(mngr, state)
+    try:  # read-only: an unreadable checkpoint is reported and skipped, not set aside
+        found = restore_latest_readable(mngr, state, set_aside_bad=False)
     finally:
         mngr.close()
-    if not ok:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    return config, data, trainer, state
+    if found.step is None:
+        detail = f": none readable ({found.describe_unreadable()})" if found.unreadable else ""
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}{detail}")
+    return config, data, trainer, found.state
 
 
 def sample_checkpoint(config: Any, workdir: str) -> list[str]:

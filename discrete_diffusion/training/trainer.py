@@ -16,6 +16,12 @@ inside the jitted step, so a seed gives the same run whatever the mesh or the nu
 
 Logged per step (nats/token): loss (the scalar the method minimises), nelbo (sum of aux['nelbo']
 over sum of aux['weights']: per real token), grad_norm, lr, and the method's aux['metrics'].
+
+A step whose loss or gradient norm is not finite, or whose update would make a parameter, its EMA
+or an optimizer moment non-finite, changes nothing but the step counter: inside the jitted step
+the old parameters, EMA and optimizer state are selected (`jnp.where`, no host callback), so a
+finite state stays finite. `train_step_checked` also returns the step's health {'finite',
+'loss', 'grad_norm'} for the loop to count such steps (`faults.NonFiniteMonitor`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import methods, sharding
 from discrete_diffusion.metrics import LN2, perplexity, train_metrics_class
+from discrete_diffusion.training.faults import tree_all_finite
 from discrete_diffusion.training.optimizer import learning_rate_schedule, make_optimizer
 from discrete_diffusion.training.state import TrainState
 
@@ -75,8 +82,15 @@ class Trainer:
         self.state_shardings = sharding.state_shardings(self.mesh, self._abstract, self.rules)
         self.param_shardings = self.state_shardings.params
         self.metrics_class = train_metrics_class(self._metric_names())
-        self._train_step = jax.jit(
+        # (state, metrics, health); `_train_step` is the same step without the health.
+        self._train_step_checked = jax.jit(
             self._train_step_impl, in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, self.replicated, self.replicated),
+            donate_argnums=(0,),
+        )
+        self._train_step = jax.jit(
+            lambda state, batch: self._train_step_impl(state, batch)[:2],
+            in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
         )
         self._init = jax.jit(self._init_impl, out_shardings=self.state_shardings)
@@ -158,14 +172,26 @@ class Trainer:
             ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
         else:
             ema = params
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite loss or gradient (or an update that overflows a parameter, its EMA or an
+        # optimizer moment) is skipped: the old parameters, EMA and optimizer state are kept and
+        # only the step counter moves on, so a finite state stays finite.
+        finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                  & tree_all_finite((params, ema, opt_state)))
+        keep_old = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         new_state = state.replace(
-            step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
+            step=state.step + 1,
+            params=jax.tree.map(keep_old, params, state.params),
+            ema_params=jax.tree.map(keep_old, ema, state.ema_params),
+            opt_state=jax.tree.map(keep_old, opt_state, state.opt_state),
         )
         metrics = self.metrics_class.single_from_model_output(
             loss=loss, nelbo=aux["nelbo"] / jnp.maximum(aux["count"], 1.0),
-            grad_norm=optax.tree.norm(grads), lr=self.lr_fn(state.step), **aux["metrics"],
+            grad_norm=grad_norm, lr=self.lr_fn(state.step), **aux["metrics"],
         )
-        return new_state, metrics
+        health = {"finite": finite, "loss": loss.astype(jnp.float32),
+                  "grad_norm": grad_norm.astype(jnp.float32)}
+        return new_state, metrics, health
 
     # -- evaluation
     def _eval_step_impl(self, params, batch, key):
@@ -193,7 +219,15 @@ class Trainer:
         return out
 
     def train_step(self, state: TrainState, batch: dict):
+        """(new state, metrics) of one step on this process's rows of `batch` (the state is
+        donated). A non-finite step leaves the parameters as they were (see the module doc)."""
         return self._train_step(state, self.shard_batch(batch))
+
+    def train_step_checked(self, state: TrainState, batch: dict):
+        """`train_step` plus the step's health: {'finite': bool scalar (False: the update was
+        skipped), 'loss', 'grad_norm'}, device arrays (fetch them a step later to keep the
+        device busy)."""
+        return self._train_step_checked(state, self.shard_batch(batch))
 
     def evaluate(self, params, batches: Iterable[dict], seed: int = 0) -> dict[str, float]:
         """Held-out NELBO over `batches` with `eval_num_t` stratified times per sequence (the exact
@@ -233,7 +267,8 @@ def get_trainer(config: Any, num_classes: int, seq_len: int, devices: list | Non
     Fields that only steer the loop (num_steps, logging/eval/sample/checkpoint periods) are not
     part of the key unless the learning-rate schedule reads num_steps ('cosine')."""
     loop_only = ("log_every", "eval_every", "eval_batches", "sample_every", "num_samples",
-                 "checkpoint_every", "max_checkpoints", "max_train_minutes")
+                 "checkpoint_every", "max_checkpoints", "max_train_minutes", "max_nonfinite_steps",
+                 "start_fresh_if_unreadable")
     cfg = config.to_dict()
     tc = dict(cfg["training"])
     for k in loop_only:
