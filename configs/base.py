@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.grad_accum_steps = 1
     config.training.t_min = 1e-3
     config.training.label_dropout = 0.1  # class-conditional models: P(label -> null label) (CFG)
+    config.training.kl_warmup_steps = 0  # vadd: KL weight 0 -> 1 linearly over this many steps
     config.training.seed = 0
     config.training.log_every = 50
     config.training.eval_every = 500
@@ -133,6 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.temperatures = (0.7, 0.8, 0.9, 1.0)
     config.eval.top_ps = (0.8, 0.9, 0.95, 1.0)
     config.eval.categoricals = ("exact",)  # add 'float32' for the float-precision ablation
+    config.eval.iwae_samples = 0  # vadd: > 0: held-out bound importance-weighted with this many z
 
     # Device mesh (discrete_diffusion/sharding.py): data x fsdp x tensor must equal the number of
     # devices; -1 = the rest of them (at most one field). data: batch split, parameters replicated;

@@ -7,6 +7,7 @@ can be checked before any data is loaded, reusing those registries.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from discrete_diffusion import (
@@ -56,12 +57,27 @@ def _number(config: Any, path: str, *, minimum: float | None = None, maximum: fl
         raise ValueError(f"config.{path}={value!r} must lie in {lb}{lo}, {hi}{rb}")
 
 
+def _without_sampler_fields(config: Any, fields: tuple) -> Any:
+    """`config` without the config.sampler fields `fields` (a method's own, e.g. vadd's 'latent')."""
+    if not fields or not any(f in config.sampler for f in fields):
+        return config
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        for f in fields:
+            if f in config.sampler:
+                del config.sampler[f]
+    return config
+
+
 def validate(config: Any) -> None:
     """Raises ValueError naming the first bad field of `config` (and its allowed values)."""
     for section in ("process", "model", "training", "data", "sampler"):
         if section not in config:
             raise ValueError(f"config.{section} is missing (see configs/base.py)")
-    methods.factory(methods.method_name(config))  # config.method.name: registered or importable
+    factory = methods.factory(methods.method_name(config))  # registered or importable
+    # a method's own fields: its static `validate_config(config)` hook, if it has one (vadd does)
+    if isinstance(inspect.getattr_static(factory, "validate_config", None), staticmethod):
+        factory.validate_config(config)
     _choice(config, "process.name", processes.NAMES)
     _choice(config, "process.schedule", schedules.NAMES)
     _number(config, "process.schedule_eps", minimum=0.0, maximum=1.0, min_exclusive=True,
@@ -111,6 +127,10 @@ def validate(config: Any) -> None:
             f"{config.training.start_fresh_if_unreadable!r} must be True or False"
         )
     _number(config, "training.max_train_minutes", minimum=0.0)
+    if "kl_warmup_steps" in config.training:
+        _number(config, "training.kl_warmup_steps", minimum=0, integer=True)
+    if "eval" in config and "iwae_samples" in config.eval:
+        _number(config, "eval.iwae_samples", minimum=0, integer=True)
     for field in ("warmup_steps", "eval_every", "eval_batches", "sample_every", "checkpoint_every",
                   "num_samples", "seed"):
         _number(config, f"training.{field}", minimum=0, integer=True)
@@ -129,7 +149,8 @@ def validate(config: Any) -> None:
         )
 
     _choice(config, "data.name", DATASETS)
-    sampling.sampler_settings(config)  # name, num_steps, bridge
+    # name, num_steps, bridge; without the config.sampler fields the method reads itself
+    sampling.sampler_settings(_without_sampler_fields(config, getattr(factory, "sampler_fields", ())))
     _number(config, "sampler.temperature", minimum=0.0, min_exclusive=True)
     _number(config, "sampler.top_k", minimum=0, integer=True)
     _number(config, "sampler.top_p", minimum=0.0, maximum=1.0, min_exclusive=True)

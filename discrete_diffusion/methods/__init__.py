@@ -6,7 +6,8 @@ Built-in names (`NAMES`): 'diffusion' (methods/diffusion.py: process x parameter
 objective), 'autoregressive' (methods/autoregressive.py: the causal baseline) and 'learned_order'
 (methods/learned_order.py: masked diffusion with a learned per-position or per-value schedule
 and its ordered sampler), and 'duo' (methods/duo.py: uniform diffusion trained through its
-Gaussian dual, Duo's curriculum). When
+Gaussian dual, Duo's curriculum), and 'vadd' (methods/vadd.py: masked diffusion with a latent
+variable and a recognition model, the double ELBO, latent samplers). When
 `config.method.name` is unset it is derived from the config: 'autoregressive' for
 `config.model.name == 'ar'`, else 'diffusion', so configs written before the methods seam keep
 working.
@@ -25,7 +26,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from discrete_diffusion.methods import autoregressive, diffusion, duo, learned_order, stratified
+from discrete_diffusion.methods import autoregressive, diffusion, duo, learned_order, stratified, vadd
 from discrete_diffusion.methods.base import Method, MethodBase
 
 Factory = Callable[[Any, int], Method]
@@ -35,6 +36,7 @@ _REGISTRY: dict[str, Factory] = {
     "autoregressive": autoregressive.Autoregressive,
     "learned_order": learned_order.LearnedOrder,
     "duo": duo.Duo,
+    "vadd": vadd.VADD,
 }
 NAMES = tuple(_REGISTRY)
 _REQUIRED = ("init", "prepare", "loss", "nelbo_samples", "generate", "optimizer", "partition_rules",
@@ -98,4 +100,4 @@ def get(config: Any, num_classes: int) -> Method:
 
 
 __all__ = ["NAMES", "Method", "MethodBase", "autoregressive", "diffusion", "duo", "factory", "get",
-           "learned_order", "method_name", "register", "stratified"]
+           "learned_order", "method_name", "register", "stratified", "vadd"]

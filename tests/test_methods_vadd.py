@@ -1,0 +1,329 @@
+"""The 'vadd' method: the double ELBO and the importance-weighted bound on enumerable toys with a
+one-dimensional latent and exact model functions of (x_t, z) (Gauss-Hermite quadrature over z),
+the KL annealing, the latent samplers and prompting, config validation and partition rules.
+
+The toys replace the two networks of `VADD` by exact functions (a subclass overrides
+`decoder_logits` and `encode`), so the checks run the method's own code for the bound: the
+masked cross-entropy with its weight w(t), the closed-form KL, the reparameterisation and (2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from discrete_diffusion import config_validation, methods, sharding
+from discrete_diffusion.methods import vadd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configs import synthetic_absorbing  # noqa: E402
+
+NODES, GH_WEIGHTS = np.polynomial.hermite.hermgauss(60)  # int e^{-x^2} f(x) dx ~ sum w f(x)
+
+
+def _config(K: int, Z: int = 1, **overrides):
+    c = synthetic_absorbing.get_config()
+    c.method.name = "vadd"
+    c.process.num_classes = K
+    c.process.schedule = "linear"
+    c.model.size = "custom"
+    c.model.num_layers, c.model.d_model, c.model.num_heads, c.model.cond_dim = 1, 16, 2, 8
+    c.model.latent_dim = Z
+    c.model.dropout = 0.0
+    for path, v in overrides.items():
+        section, field = path.split("__")
+        c[section][field] = v
+    return c
+
+
+class ToyVADD(vadd.VADD):
+    """VADD whose denoiser and recognition model are given functions (no parameters)."""
+
+    def __init__(self, config, num_classes, logits_fn, posterior_fn):
+        super().__init__(config, num_classes)
+        self.logits_fn, self.posterior_fn = logits_fn, posterior_fn
+
+    def decoder_logits(self, params, x_t, t, z, *, train=False, key=None):
+        return self.logits_fn(x_t, z)
+
+    def encode(self, params, x0, x_t, *, train=False, key=None):
+        return self.posterior_fn(x0, x_t)
+
+
+def _states(K: int, L: int) -> np.ndarray:
+    return np.array(list(itertools.product(range(K), repeat=L)), np.int32)
+
+
+def _corruptions(x0: np.ndarray, mask_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """All x_t of x_0 `[2^L, L]` and the number of masked positions of each."""
+    L = x0.shape[0]
+    masks = _states(2, L).astype(bool)
+    return np.where(masks, mask_id, x0), masks.sum(-1)
+
+
+def _linear_toy(K: int, L: int, seed: int = 0):
+    """logits_i(x_t, z) = A[x_t, i] + z B[x_t, i], random tables over all (K + 1)^L states x_t."""
+    rng = np.random.default_rng(seed)
+    A = jnp.asarray(rng.normal(size=((K + 1) ** L, L, K)), jnp.float32)
+    Bm = jnp.asarray(2.0 * rng.normal(size=((K + 1) ** L, L, K)), jnp.float32)
+    radix = jnp.asarray((K + 1) ** np.arange(L)[::-1], jnp.int32)
+
+    def logits_fn(x_t, z):
+        code = jnp.sum(x_t * radix, axis=-1)
+        return A[code] + z[:, :, None] * Bm[code]
+
+    return logits_fn
+
+
+def _quadrature_log_marginal(method, x0, x_t, nodes=NODES, weights=GH_WEIGHTS) -> np.ndarray:
+    """log p(x_0 | x_t) = log int prod_{masked} mu(x_0 | x_t, z) N(z; 0, 1) dz `[B]`."""
+    z = math.sqrt(2.0) * nodes  # N(0, 1) nodes
+    B = x0.shape[0]
+    ll = np.stack([np.asarray(vadd.masked_log_likelihood(
+        method.decoder_logits({}, x_t, None, jnp.full((B, 1), zk, jnp.float32)), x0, x_t,
+        method.proc.mask_id)) for zk in z])  # [nodes, B]
+    log_w = np.log(weights / math.sqrt(math.pi))[:, None]
+    return np.logaddexp.reduce(ll.astype(np.float64) + log_w, axis=0)
+
+
+def _quadrature_delbo(method, x0, x_t, t) -> np.ndarray:
+    """E_r[masked CE] + KL at (t, x_t), weighted by w(t) `[B]`: eps at the Gauss-Hermite nodes."""
+    B = x0.shape[0]
+    total = np.zeros(B)
+    for xk, wk in zip(NODES, GH_WEIGHTS, strict=True):
+        eps = jnp.full((B, 1), math.sqrt(2.0) * xk, jnp.float32)
+        ce, kl = method.delbo_terms({}, x0, x_t, t, eps)
+        total += wk / math.sqrt(math.pi) * np.asarray(ce).sum(-1)
+    return total + np.asarray(kl)  # kl is the same at every node
+
+
+def _pairs(K: int, L: int, mask_id: int):
+    """Every (x_0, x_t) pair with q(x_t | x_0) > 0: x0 [P, L], x_t [P, L], masked counts [P]."""
+    x0s, xts, ns = [], [], []
+    for x0 in _states(K, L):
+        xt, n = _corruptions(x0, mask_id)
+        x0s.append(np.repeat(x0[None], len(xt), 0))
+        xts.append(xt)
+        ns.append(n)
+    return (jnp.asarray(np.concatenate(x0s)), jnp.asarray(np.concatenate(xts)),
+            np.concatenate(ns))
+
+
+@pytest.mark.parametrize("t", [0.2, 0.7])
+def test_delbo_is_above_the_exact_marginal_nelbo(t):
+    """For any Gaussian r: per (x_0, x_t) the DELBO integrand >= w(t) (-log p(x_0 | x_t)), and so
+    is its q(x_t | x_0)-average (the NELBO integrand at t); the gap is w(t) times the KL from r
+    to the exact posterior."""
+    K, L = 3, 3
+    logits_fn = _linear_toy(K, L)
+    rng = np.random.default_rng(1)
+    tables = {"m": jnp.asarray(rng.normal(size=(4 ** L, 1)), jnp.float32),
+              "v": jnp.asarray(rng.normal(size=(4 ** L, 1)) - 0.5, jnp.float32)}
+    radix = jnp.asarray(4 ** np.arange(L)[::-1], jnp.int32)
+
+    def posterior_fn(x0, x_t):  # any Gaussian, a function of (x_0, x_t)
+        code = jnp.sum(jnp.where(x_t == K, x0, K) * radix, axis=-1)
+        return tables["m"][code], tables["v"][code]
+
+    method = ToyVADD(_config(K), K, logits_fn, posterior_fn)
+    x0, x_t, n = _pairs(K, L, K)
+    tt = jnp.full((x0.shape[0],), t, jnp.float32)
+    w = float(method.nelbo_weight(jnp.array([t]))[0])
+    assert w == pytest.approx(1.0 / t, rel=1e-5)  # linear schedule: w(t) = 1/t
+    exact = -w * _quadrature_log_marginal(method, x0, x_t)
+    delbo = _quadrature_delbo(method, x0, x_t, tt)
+    assert np.all(delbo >= exact - 1e-4)
+    assert np.all(delbo[n > 0] > exact[n > 0] + 1e-3)  # strict: r is never the exact posterior
+    assert np.all(delbo[n == 0] >= 0) and np.all(np.abs(exact[n == 0]) < 1e-6)  # w KL vs 0
+    # the NELBO integrand at t: average over x_t ~ q_t(. | x_0) (alpha = 1 - t), per x_0
+    q = (t ** n) * ((1 - t) ** (L - n))
+    per_x0_delbo = (q * delbo).reshape(-1, 2 ** L).sum(-1)
+    per_x0_exact = (q * exact).reshape(-1, 2 ** L).sum(-1)
+    assert np.all(per_x0_delbo > per_x0_exact)
+
+
+def test_delbo_equals_the_marginal_nelbo_when_r_is_the_exact_posterior():
+    """A denoiser whose likelihood of x_0 = 0...0 is Gaussian in z: mu_i(z)[0] = g exp(-a_i
+    (z - c_i)^2), so p(z | x_0, x_t) = N(2 sum_masked a_i c_i / P, 1 / P), P = 1 + 2 sum_masked
+    a_i. With that r the DELBO equals w(t) (-log p(x_0 | x_t)) (to quadrature and float32
+    precision); moving r's mean or variance away makes it strictly larger."""
+    K, L, g = 2, 3, 0.9
+    a = jnp.array([0.7, 1.3, 0.4])
+    c = jnp.array([0.5, -1.0, 1.5])
+
+    def logits_fn(x_t, z):
+        log_mu0 = jnp.log(g) - a * (z - c) ** 2  # [B, L] (z: [B, 1])
+        return jnp.stack([log_mu0, jnp.log1p(-jnp.exp(log_mu0))], axis=-1)
+
+    def exact_posterior(x0, x_t):
+        m = (x_t == K).astype(jnp.float32)
+        prec = 1.0 + 2.0 * jnp.sum(m * a, -1, keepdims=True)
+        return 2.0 * jnp.sum(m * a * c, -1, keepdims=True) / prec, -jnp.log(prec)
+
+    x_t, n = _corruptions(np.zeros(L, np.int32), K)
+    x0 = jnp.zeros(x_t.shape, jnp.int32)
+    x_t = jnp.asarray(x_t)
+    t = jnp.full((x0.shape[0],), 0.4, jnp.float32)
+    method = ToyVADD(_config(K), K, logits_fn, exact_posterior)
+    exact = -2.5 * _quadrature_log_marginal(method, x0, x_t)
+    np.testing.assert_allclose(_quadrature_delbo(method, x0, x_t, t), exact, rtol=2e-5, atol=2e-5)
+    assert np.all(exact[n > 0] > 0.1)
+    for dm, dv in ((0.3, 0.0), (0.0, 0.5), (-0.2, -0.4)):
+        method.posterior_fn = lambda x0_, x_t_, dm=dm, dv=dv: tuple(
+            v + d for v, d in zip(exact_posterior(x0_, x_t_), (dm, dv), strict=True))
+        off = _quadrature_delbo(method, x0, x_t, t)
+        assert np.all(off[n > 0] > exact[n > 0] + 1e-3)
+
+
+def test_importance_weighted_bound_tightens_with_the_number_of_samples():
+    """E[(2)] with S samples of a poor r (N(0.8, 0.5^2) for every (x_0, x_t)) decreases in S from
+    the DELBO (S = 1) towards w(t) (-log p(x_0 | x_t)), staying above it (Burda et al. 2016).
+    Expectations by Monte Carlo over 4000 replicates with nested sample sets (the first S of 64)."""
+    K, L, t, R = 3, 3, 0.5, 4000
+    logits_fn = _linear_toy(K, L, seed=3)
+
+    def posterior_fn(x0, x_t):
+        B = x0.shape[0]
+        return jnp.full((B, 1), 0.8), jnp.full((B, 1), math.log(0.25))
+
+    method = ToyVADD(_config(K), K, logits_fn, posterior_fn)
+    x0 = jnp.asarray([[0, 1, 2], [2, 2, 0]], jnp.int32)
+    x_t = jnp.asarray([[K, K, K], [K, 2, K]], jnp.int32)
+    exact = -(1.0 / t) * _quadrature_log_marginal(method, x0, x_t)  # [2]
+    delbo = _quadrature_delbo(method, x0, x_t, jnp.full((2,), t))
+    eps = jax.random.normal(jax.random.key(0), (64, R, 2, 1))
+    x0r, x_tr = jnp.tile(x0, (R, 1)), jnp.tile(x_t, (R, 1))
+    tr = jnp.full((2 * R,), t)
+    means, ses = [], []
+    for S in (1, 2, 4, 8, 16, 64):
+        b = np.asarray(method.iwae_terms({}, x0r, x_tr, tr, eps[:S].reshape(S, 2 * R, 1)))
+        b = b.reshape(R, 2)
+        means.append(b.mean(0))
+        ses.append(b.std(0) / math.sqrt(R))
+    means, ses = np.array(means), np.array(ses)
+    np.testing.assert_allclose(means[0], delbo, atol=4 * ses[0].max())  # S = 1: the DELBO
+    assert np.all(np.diff(means, axis=0) < 0)  # monotone in S
+    assert np.all(means > exact[None, :] - 3 * ses)
+    assert np.all(means[-1] - exact < 0.1 * (delbo - exact))  # most of the gap closed at S = 64
+    assert np.all(delbo - exact > 0.3)  # the proposal is poor: the test has a gap to close
+
+
+def _tiny_method(**overrides):
+    config = _config(6, Z=2, **overrides)
+    method = methods.get(config, 6)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (4, 10), 0, 6)}
+    return config, method, batch, method.init(jax.random.key(1), batch)
+
+
+def test_kl_annealing_and_nelbo_aux():
+    """loss = (sum CE + lambda(step) sum w KL) / (B L) with lambda = min(1, step / warmup); the
+    aux NELBO is the DELBO (lambda = 1) whatever the step; an untrained encoder is N(0, I)."""
+    config, method, batch, params = _tiny_method(training__kl_warmup_steps=10)
+    assert set(params) == {"network", "encoder"}
+    key = jax.random.key(2)
+    prepared = method.prepare(batch, key)
+    l0, aux0 = method.loss(params, prepared, key, step=jnp.array(0))
+    assert float(aux0["metrics"]["delbo_kl"]) == 0.0  # zero-init head: r = N(0, I)
+    # move the encoder's head so that KL > 0
+    head = params["encoder"]["head"]
+    params = {**params, "encoder": {**params["encoder"], "head": {
+        "kernel": head["kernel"] + 0.3, "bias": head["bias"] + 0.2}}}
+    B, L = batch["tokens"].shape
+    ce, kl = method.delbo_terms(params, prepared["tokens"], prepared["x_t"], prepared["t"],
+                                prepared["eps"])
+    assert float(jnp.min(kl)) > 0
+    for step, lam in ((0, 0.0), (5, 0.5), (10, 1.0), (40, 1.0)):
+        loss, aux = method.loss(params, prepared, key, step=jnp.array(step))
+        np.testing.assert_allclose(float(loss), float(jnp.sum(ce) + lam * jnp.sum(kl)) / (B * L),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(float(jnp.sum(aux["nelbo"])), float(jnp.sum(ce) + jnp.sum(kl)),
+                                   rtol=1e-5)
+        assert float(aux["metrics"]["kl_weight"]) == lam
+    assert vadd.kl_weight(jnp.array(3), 0) == 1.0
+    d = method.delbo_samples(params, batch, key, 2)
+    i = method.iwae_samples(params, batch, key, 2, 3)
+    assert d.shape == i.shape == (4, 2) and np.all(np.isfinite(d)) and np.all(np.isfinite(i))
+
+
+def test_step_latents_fresh_per_step_and_sample():
+    key = jax.random.key(0)
+    a = vadd.step_latents(key, jnp.array([0.5, 0.5, 0.25]), 3)
+    b = vadd.step_latents(key, jnp.array([0.5, 0.75, 0.25]), 3)
+    assert a.shape == (3, 3)
+    np.testing.assert_array_equal(a[0], b[0])  # same (sample, time): the same z
+    np.testing.assert_array_equal(a[2], b[2])
+    assert not np.allclose(a[1], b[1]) and not np.allclose(a[0], a[1])  # new time / new sample
+
+
+@pytest.mark.parametrize("latent", ["per_step", "per_trajectory"])
+@pytest.mark.parametrize("sampler", ["ancestral", "first_hitting"])
+def test_generate_latent_modes_and_prompting(latent, sampler):
+    config, method, _, params = _tiny_method(sampler__latent=latent, sampler__name=sampler)
+    config_validation.validate(config)
+    N, L = 3, 10
+    prompt = jnp.tile(jnp.arange(L) % 6, (N, 1)).astype(jnp.int32)
+    pmask = jnp.zeros((N, L), bool).at[:, :4].set(True)
+    res = method.generate(params, jax.random.key(5), N, L, prompt_tokens=prompt, prompt_mask=pmask)
+    assert res.tokens.shape == (N, L)
+    assert np.all((res.tokens >= 0) & (res.tokens < 6))
+    np.testing.assert_array_equal(res.tokens[:, :4], prompt[:, :4])
+    again = method.generate(params, jax.random.key(5), N, L, prompt_tokens=prompt, prompt_mask=pmask)
+    np.testing.assert_array_equal(res.tokens, again.tokens)
+
+
+def test_per_trajectory_uses_one_latent():
+    """per_trajectory = the sampler run on the denoiser with a fixed z per sample (the z of the
+    generate key's first half); per_step differs from it."""
+    config, method, _, params = _tiny_method(sampler__latent="per_trajectory", sampler__num_steps=4)
+    # a denoiser that reads z strongly: randomise the latent embedding and the adaLN of the output
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(
+        lambda x: x + jnp.asarray(0.5 * rng.normal(size=x.shape), x.dtype), params)
+    key = jax.random.key(7)
+    k_z, k_run = jax.random.split(key)
+    z = jax.random.normal(k_z, (8, 2))
+    from discrete_diffusion import sampling
+
+    plain = config.copy_and_resolve_references()
+    del plain.sampler["latent"]
+    ref = sampling.generate(k_run, lambda x_t, t: method.decoder_logits(params, x_t, t, z), plain,
+                            8, 10)
+    res = method.generate(params, key, 8, 10)
+    np.testing.assert_array_equal(res.tokens, ref.tokens)
+    sc = config.sampler.copy_and_resolve_references()
+    sc.latent = "per_step"
+    assert not np.array_equal(method.generate(params, key, 8, 10, sc).tokens, ref.tokens)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("sampler.latent", "per_token", "config.sampler.latent='per_token' is not one of"),
+    ("model.latent_dim", 0, "config.model.latent_dim=0 must be an int >= 1"),
+    ("training.kl_warmup_steps", -1, "config.training.kl_warmup_steps=-1 must lie in"),
+    ("eval.iwae_samples", -2, "config.eval.iwae_samples=-2 must lie in"),
+    ("process.name", "uniform", "config.process.name='uniform' is not one of ['masked']"),
+    ("method.encoder_layers", 0, "config.method.encoder_layers=0"),
+])
+def test_validation_names_the_field(path, value, message):
+    config = _config(6, Z=2)
+    config_validation.validate(config)
+    section, field = path.split(".")
+    config[section][field] = value
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        config_validation.validate(config)
+
+
+def test_partition_rules_cover_every_parameter():
+    _, method, _, params = _tiny_method()
+    rules = tuple(method.partition_rules) + tuple(sharding.RULES)
+    specs = sharding.param_specs(params, rules)
+    assert len(jax.tree_util.tree_leaves(specs, is_leaf=lambda s: isinstance(s, sharding.P))) == len(
+        jax.tree_util.tree_leaves(params))
+    assert "latent_embed" in params["network"] and "mask_repr" in params["encoder"]
