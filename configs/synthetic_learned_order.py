@@ -9,6 +9,10 @@ right-to-left) use one-step transitions, random orders multi-step ones.
     python -m discrete_diffusion.main --config=configs/synthetic_learned_order.py --workdir=/tmp/lo
     # compare: configs/synthetic_absorbing.py (one linear schedule for every position)
 
+Measured (benchmarks/learned_order_synthetic.py, 1000 steps, 2 seeds): the learned w stays in
+[0.54, 1.42] with no monotone order (lowest at both ends), and the held-out NELBO is within one SE
+of w frozen at 1 and of MDLM (README, "Learned decoding order").
+
 Logged beside the loss: w_first, w_last and w_order_corr (correlation of log w with the position;
 < 0 means w falls along the sequence: left-to-right decoding). Samples use the ordered
 first-hitting sampler of the method (config.sampler.name is not read; temperature/top_p are).
