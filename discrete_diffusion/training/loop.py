@@ -140,6 +140,7 @@ def train_and_evaluate(
             if found.unreadable or earlier:
                 if not bool(tc.get("start_fresh_if_unreadable", False)):
                     mngr.close()
+                    writer.close()
                     what = (found.describe_unreadable() if found.unreadable else
                             f"the checkpoints set aside earlier as unreadable: {earlier}")
                     raise UnreadableCheckpointError(
@@ -220,7 +221,11 @@ def train_and_evaluate(
                     checkpoint()
                 break
             if _STOP["flag"]:
-                print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                if last_saved and last_saved[-1] == step or mngr is None:
+                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                else:
+                    print(f"SIGTERM at step {step} (not saved: the step was not finite; the last "
+                          f"good checkpoint is {last_good_checkpoint()}), exiting", flush=True)
                 break
             if out_of_time:
                 print(f"config.training.max_train_minutes reached at step {step}", flush=True)
