@@ -335,11 +335,10 @@ class VADD(MethodBase):
         if mode == "per_trajectory":
             z = jax.random.normal(k_z, (num_samples, self.latent_dim))
 
-            def model_fn(x_t: Array, t: Array, **inputs: Array) -> Array:
-                return self.model.apply({"params": params["network"]}, x_t, t, latent=z, **inputs)
+            def model_fn(x_t: Array, t: Array) -> Array:
+                return self.decoder_logits(params, x_t, t, z)
         else:
-            def model_fn(x_t: Array, t: Array, **inputs: Array) -> Array:
-                z = step_latents(k_z, t, self.latent_dim)
-                return self.model.apply({"params": params["network"]}, x_t, t, latent=z, **inputs)
+            def model_fn(x_t: Array, t: Array) -> Array:
+                return self.decoder_logits(params, x_t, t, step_latents(k_z, t, self.latent_dim))
 
         return sampling.generate(k_run, model_fn, config, num_samples, seq_len, **prompt)
