@@ -378,3 +378,16 @@ def test_exact_latent_denoiser_is_at_the_tv_floor_where_mdm_is_not():
                     lambda x_t, z: logits_fn(x_t, jnp.zeros_like(z)), None)
     toks = plain.generate({}, jax.random.key(9), n, L).tokens
     assert oracle.total_variation(oracle.empirical_law(np.asarray(toks), K), p.reshape(-1)) > 5 * floor
+
+
+def test_checkerboard_law_and_js():
+    from discrete_diffusion.data import checkerboard
+
+    p = checkerboard.law()
+    assert p.shape == (32, 32) and np.isclose(p.sum(), 1.0) and np.count_nonzero(p) == 512
+    np.testing.assert_allclose(p.sum(0), 1 / 32)  # uniform marginals
+    uniform = np.full((32, 32), 1 / 1024)  # what independent coordinates give
+    assert checkerboard.js_divergence(uniform, p) == pytest.approx(0.75 * math.log(4 / 3), rel=1e-9)
+    assert checkerboard.js_divergence(p, p) == 0.0
+    toks = checkerboard.sample(np.random.default_rng(0), 50_000)
+    assert checkerboard.js_divergence(checkerboard.histogram(toks), p) < 0.01

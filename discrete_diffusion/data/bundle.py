@@ -4,13 +4,14 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 
 ============================ ================================================================
 ``name``                     'shakespeare' | 'synthetic' | 'local' | 'lm1b' | 'openwebtext' |
-                             'digits' | 'mnist' (required)
+                             'digits' | 'mnist' | 'checkerboard' (required)
 ``tokenizer``                None = the dataset's default. Text ('shakespeare', 'local'):
                              'char' (default) | 'sentencepiece'. Others: 'none' (their ids are
                              given: generated, pixels, or pre-tokenized at preparation)
 ``vocab_size``               4096: sentencepiece vocabulary (specials included)
 ``seq_len``                  None = default: shakespeare 256, local 256, synthetic 64,
-                             lm1b 128, openwebtext 1024, digits 64 (fixed), mnist 784 (fixed)
+                             lm1b 128, openwebtext 1024, digits 64 (fixed), mnist 784 (fixed),
+                             checkerboard 2 (fixed: the x bin and the y bin, ``checkerboard``)
 ``packing``                  'pack' (default) | 'pad'; text only (see ``packing``)
 ``add_bos_eos``              None = True when the tokenizer has BOS/EOS (sentencepiece and
                              prepared data), False for characters
@@ -36,8 +37,8 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 ``synthetic_vocab_size``     32: K of the synthetic Markov chain (its states are its tokens)
 ``synthetic_support``        4: successors per token (entropy rate <= log of it)
 ``synthetic_concentration``  0.5: Dirichlet concentration of each transition row
-``num_train_sequences``      100_000: synthetic training sequences
-``num_eval_sequences``       10_000: synthetic validation sequences
+``num_train_sequences``      100_000: synthetic (and checkerboard) training sequences
+``num_eval_sequences``       10_000: synthetic (and checkerboard) validation sequences
 ``num_states``               unused by the Markov chain; if set it must equal
                              ``synthetic_vocab_size``
 ============================ ================================================================
@@ -56,14 +57,22 @@ import grain
 import ml_collections
 import numpy as np
 
+from discrete_diffusion.data import (
+    checkerboard,
+    local_text,
+    packing,
+    pipeline,
+    prepared,
+    shakespeare,
+    synthetic,
+)
 from discrete_diffusion.data import images as images_lib
-from discrete_diffusion.data import local_text, packing, pipeline, prepared, shakespeare, synthetic
 from discrete_diffusion.data import tokenizers as tok_lib
 
 TEXT = ("shakespeare", "local")
 PREPARED = ("lm1b", "openwebtext")
 IMAGES = ("digits", "mnist")
-DATASETS = ("shakespeare", "synthetic", "local", *PREPARED, *IMAGES)
+DATASETS = ("shakespeare", "synthetic", "local", *PREPARED, *IMAGES, "checkerboard")
 DEFAULT_SEQ_LEN = {
     "shakespeare": 256,
     "local": 256,
@@ -72,6 +81,7 @@ DEFAULT_SEQ_LEN = {
     "openwebtext": 1024,
     "digits": 64,
     "mnist": 784,
+    "checkerboard": 2,
 }
 DEFAULT_DATA_DIR = "~/.cache/discrete_diffusion/datasets"
 DEFAULT_CACHE_DIR = "~/.cache/discrete_diffusion"
@@ -194,6 +204,9 @@ def _settings(config: Any) -> _Settings:
         ("char", "sentencepiece") if name in TEXT else ("none",),
     )
     seq_len = _int_field(data, "seq_len", None) or DEFAULT_SEQ_LEN[name]
+    if name == "checkerboard" and seq_len != 2:
+        raise ValueError(f"config.data.seq_len={seq_len} does not fit checkerboard: allowed 2 "
+                         "(or None)")
     if name in IMAGES and seq_len != images_lib.SEQ_LEN[name]:
         raise ValueError(
             f"config.data.seq_len={seq_len} does not fit {name} images: allowed "
@@ -411,6 +424,23 @@ def _synthetic_splits(s: _Settings) -> _Splits:
     )
 
 
+def _checkerboard_splits(s: _Settings) -> _Splits:
+    """The discretised 2-D checkerboard (``checkerboard``): pairs (x bin, y bin), exact law in
+    ``info['law']``."""
+    train, valid = checkerboard.load_splits(
+        _int_field(s.data, "num_train_sequences", 100_000),
+        _int_field(s.data, "num_eval_sequences", 10_000), seed=s.seed)
+    K = checkerboard.BINS
+    law = checkerboard.law()
+    return _Splits(
+        grain.MapDataset.source(pipeline.ArrayExamples({"tokens": train})),
+        grain.MapDataset.source(pipeline.ArrayExamples({"tokens": valid})),
+        tok_lib.IntegerTokenizer(K),
+        K,
+        info={"law": law, "sequence_entropy": float(np.log(np.count_nonzero(law)))},
+    )
+
+
 def _image_splits(s: _Settings) -> _Splits:
     """Digits or binarised MNIST as flattened pixel sequences with labels."""
     train, valid = images_lib.load_splits(s.name)
@@ -473,6 +503,8 @@ def get_data(
         splits = _prepared_splits(s)
     elif s.name == "synthetic":
         splits = _synthetic_splits(s)
+    elif s.name == "checkerboard":
+        splits = _checkerboard_splits(s)
     else:
         splits = _image_splits(s)
     train_iter = pipeline.train_iterator(
