@@ -82,17 +82,13 @@ class Trainer:
         self.state_shardings = sharding.state_shardings(self.mesh, self._abstract, self.rules)
         self.param_shardings = self.state_shardings.params
         self.metrics_class = train_metrics_class(self._metric_names())
-        # (state, metrics, health); `_train_step` is the same step without the health.
+        # (state, metrics, health); `_train_step` is the same compiled step without the health.
         self._train_step_checked = jax.jit(
             self._train_step_impl, in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, self.replicated, self.replicated),
             donate_argnums=(0,),
         )
-        self._train_step = jax.jit(
-            lambda state, batch: self._train_step_impl(state, batch)[:2],
-            in_shardings=(self.state_shardings, self.batch_sharding),
-            out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
-        )
+        self._train_step = lambda state, batch: self._train_step_checked(state, batch)[:2]
         self._init = jax.jit(self._init_impl, out_shardings=self.state_shardings)
         self._eval_step = jax.jit(
             self._eval_step_impl,
