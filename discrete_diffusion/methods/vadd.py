@@ -53,7 +53,8 @@ times (one z per time), or, with config.eval.iwae_samples = S > 0, the importanc
 whose expectation decreases in S to -log p_theta(x_0 | x_t) (S = 1 is (1) in expectation). The
 paper reports likelihoods with S = 1000. The training log carries the DELBO (train nelbo), the
 held-out log the bound of `nelbo_samples`; `delbo_samples` and `iwae_samples` give either one
-explicitly (e.g. both on the same held-out batch).
+explicitly (e.g. both on the same held-out batch), `marginal_nelbo_samples` the sampler's NELBO
+(3) (see the caveat below: the one to compare with other models' likelihoods).
 
 Sampling (`generate`): any masked sampler of `sampling` (config.sampler.name: 'ancestral',
 'first_hitting', ...; prompting works unchanged) on the decoder with a latent chosen by
