@@ -75,3 +75,24 @@ def test_loss_is_the_objective_on_the_prepared_batch(process):
     np.testing.assert_allclose(float(loss), float(jnp.sum(nelbo)) / (B * L), rtol=1e-5)
     samples = method.nelbo_samples(params, batch, key, 3)
     assert samples.shape == (B, 3) and np.all(np.isfinite(np.asarray(samples)))
+
+
+def test_generate_compiles_once_and_matches_the_functional_sampler():
+    """Repeated samples (training loop, eval, sweeps) reuse one compiled sampler per sampler
+    section, and give what `sampling.generate` gives with the same network and key."""
+    from discrete_diffusion import sampling
+
+    method, params, _ = _method(0.0, num_labels=0)
+    r1 = method.generate(params, jax.random.key(7), 3, L)
+    params2 = jax.tree.map(lambda x: x * 1.01, params)
+    method.generate(params2, jax.random.key(8), 3, L)
+    assert len(method._samplers) == 1
+    (fn,) = method._samplers.values()
+    assert fn._cache_size() == 1
+    ref = sampling.generate(jax.random.key(7), method.model_fn(params), method.config, 3, L)
+    np.testing.assert_array_equal(np.asarray(r1.tokens), np.asarray(ref.tokens))
+    assert r1.nfe == ref.nfe
+    section = method.config.sampler.copy_and_resolve_references()
+    section.num_steps = 3
+    method.generate(params, jax.random.key(7), 3, L, sampler_config=section)
+    assert len(method._samplers) == 2

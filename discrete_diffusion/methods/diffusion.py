@@ -20,6 +20,7 @@ guidance needs (Ho & Salimans 2022; the papers use p = 0.1).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jax
@@ -123,6 +124,27 @@ class Diffusion(MethodBase):
     # -- sampling
     def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,
                  sampler_config: Any = None, **prompt: Array) -> sampling.SampleResult:
-        """Samples with `config.sampler` (or the `sampler_config` section given, for sweeps)."""
+        """Samples with `config.sampler` (or the `sampler_config` section given, for sweeps).
+
+        Without a prompt the jitted sampler takes the parameters as an argument and is kept per
+        (sampler section, N, L), so the training loop's periodic samples, `--mode=eval` and
+        frontier sweeps compile each sampler once (`sampling.generate` jits a closure over the
+        network and compiles on every call). With a prompt: `sampling.generate` (the prompt's
+        values are checked before tracing)."""
         config = with_sampler(self.config, sampler_config)
-        return sampling.generate(key, self.model_fn(params), config, num_samples, seq_len, **prompt)
+        if prompt:
+            return sampling.generate(key, self.model_fn(params), config, num_samples, seq_len,
+                                     **prompt)
+        cache = self.__dict__.setdefault("_samplers", {})
+        section = json.dumps(config.sampler.to_dict(), sort_keys=True, default=str)
+        fn = cache.get((section, num_samples, seq_len))
+        if fn is None:
+            sampling.make_context(self.model_fn(None), config, num_samples, seq_len)  # errors now
+
+            def run(params: Params, key: Array) -> tuple[Array, Array]:
+                ctx = sampling.make_context(self.model_fn(params), config, num_samples, seq_len)
+                return sampling.SAMPLERS[ctx.settings["name"]].run(key, ctx)
+
+            fn = cache[(section, num_samples, seq_len)] = jax.jit(run)
+        tokens, nfe = fn(params, key)
+        return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
