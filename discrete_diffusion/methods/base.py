@@ -27,7 +27,8 @@ for parameters outside the network, tried before `sharding.RULES`), `optimizer(t
 default)` (e.g. `training.optimizer.by_top_level_key` for a separate optimizer of schedule
 parameters, or `optax.set_to_zero()` for a frozen teacher), `samples_with_config_sampler`
 (whether `generate` honours `config.sampler.name`: the frontier sweeps diffusion samplers only
-where it does), `num_parameters(params)` (what the start-up line reports).
+where it does), `sampler_fields` (config.sampler fields the method itself reads and removes
+before calling a sampler, which config validation therefore accepts).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class MethodBase:
     name = "method"
     partition_rules: tuple = ()
     samples_with_config_sampler = False
+    sampler_fields: tuple = ()  # config.sampler fields the method reads itself (vadd: 'latent')
 
     def prepare(self, batch: Batch, key: Array) -> Batch:  # noqa: ARG002
         """No per-global-batch randomness: the batch unchanged."""
