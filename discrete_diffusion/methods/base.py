@@ -33,6 +33,8 @@ before calling a sampler, which config validation therefore accepts).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import jax
@@ -91,6 +93,36 @@ def token_weights(batch: Batch) -> Array:
     if "mask" in batch:
         return batch["mask"].astype(jax.numpy.float32)
     return jax.numpy.ones(tokens.shape, jax.numpy.float32)
+
+
+def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
+                     network: Callable[[Params, Array], tuple[Callable, Array]],
+                     variant: str = "") -> Callable:
+    """A jitted `(params, key) -> (tokens [N, L], nfe)` for the sampler of `config`, kept on
+    `owner` per (sampler section, N, L), so repeated sampling (the training loop, `--mode=eval`,
+    frontier sweeps) compiles once: the parameters are an argument, not a constant of a closure.
+
+    `network(params, key) -> (model_fn, sampler_key)` builds the model function inside the trace
+    (a method may draw its own randomness from `key`, e.g. VADD's latents) and says which key the
+    sampler gets; `variant` names what else `network` depends on (part of the cache key, e.g.
+    VADD's latent mode). Errors of the config are raised before tracing.
+    """
+    from discrete_diffusion import sampling
+
+    cache = owner.__dict__.setdefault("_samplers", {})
+    section = json.dumps(config.sampler.to_dict(), sort_keys=True, default=str)
+    cache_key = (section, variant, num_samples, seq_len)
+    fn = cache.get(cache_key)
+    if fn is None:
+        sampling.make_context(None, config, num_samples, seq_len)  # config errors now
+
+        def run(params: Params, key: Array) -> tuple[Array, Array]:
+            model_fn, sampler_key = network(params, key)
+            ctx = sampling.make_context(model_fn, config, num_samples, seq_len)
+            return sampling.SAMPLERS[ctx.settings["name"]].run(sampler_key, ctx)
+
+        fn = cache[cache_key] = jax.jit(run)
+    return fn
 
 
 def with_sampler(config: Any, sampler_config: Any) -> Any:

@@ -20,7 +20,6 @@ guidance needs (Ho & Salimans 2022; the papers use p = 0.1).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
@@ -29,7 +28,14 @@ import jax.numpy as jnp
 from discrete_diffusion import losses, processes, sampling
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.methods import stratified
-from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
+from discrete_diffusion.methods.base import (
+    Batch,
+    MethodBase,
+    Params,
+    compiled_sampler,
+    token_weights,
+    with_sampler,
+)
 
 Array = jax.Array
 
@@ -135,16 +141,7 @@ class Diffusion(MethodBase):
         if prompt:
             return sampling.generate(key, self.model_fn(params), config, num_samples, seq_len,
                                      **prompt)
-        cache = self.__dict__.setdefault("_samplers", {})
-        section = json.dumps(config.sampler.to_dict(), sort_keys=True, default=str)
-        fn = cache.get((section, num_samples, seq_len))
-        if fn is None:
-            sampling.make_context(self.model_fn(None), config, num_samples, seq_len)  # errors now
-
-            def run(params: Params, key: Array) -> tuple[Array, Array]:
-                ctx = sampling.make_context(self.model_fn(params), config, num_samples, seq_len)
-                return sampling.SAMPLERS[ctx.settings["name"]].run(key, ctx)
-
-            fn = cache[(section, num_samples, seq_len)] = jax.jit(run)
+        fn = compiled_sampler(self, config, num_samples, seq_len,
+                              lambda params, key: (self.model_fn(params), key))
         tokens, nfe = fn(params, key)
         return sampling.SampleResult(tokens=tokens, nfe=int(nfe))

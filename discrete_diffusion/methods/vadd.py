@@ -89,6 +89,7 @@ to compare with MDLM's NELBO.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -98,7 +99,14 @@ from jax.sharding import PartitionSpec as P
 from discrete_diffusion import losses, processes, sampling
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.methods import stratified
-from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
+from discrete_diffusion.methods.base import (
+    Batch,
+    MethodBase,
+    Params,
+    compiled_sampler,
+    token_weights,
+    with_sampler,
+)
 from discrete_diffusion.models.recognition import RecognitionTransformer
 
 Array = jax.Array
@@ -378,14 +386,24 @@ class VADD(MethodBase):
                 del config.sampler["latent"]
             if mode == "per_step" and config.sampler.get("name", "ancestral") == "ancestral":
                 config.sampler.reuse_output = False
-        k_z, k_run = jax.random.split(key)
-        if mode == "per_trajectory":
-            z = jax.random.normal(k_z, (num_samples, self.latent_dim))
 
-            def model_fn(x_t: Array, t: Array) -> Array:
-                return self.decoder_logits(params, x_t, t, z)
-        else:
-            def model_fn(x_t: Array, t: Array) -> Array:
-                return self.decoder_logits(params, x_t, t, step_latents(k_z, t, self.latent_dim))
+        def network(params: Params, key: Array) -> tuple[Callable, Array]:
+            k_z, k_run = jax.random.split(key)
+            if mode == "per_trajectory":
+                z = jax.random.normal(k_z, (num_samples, self.latent_dim))
 
-        return sampling.generate(k_run, model_fn, config, num_samples, seq_len, **prompt)
+                def model_fn(x_t: Array, t: Array) -> Array:
+                    return self.decoder_logits(params, x_t, t, z)
+            else:
+                def model_fn(x_t: Array, t: Array) -> Array:
+                    return self.decoder_logits(params, x_t, t,
+                                               step_latents(k_z, t, self.latent_dim))
+            return model_fn, k_run
+
+        if prompt:  # prompts are checked on their concrete values: the functional path
+            model_fn, k_run = network(params, key)
+            return sampling.generate(k_run, model_fn, config, num_samples, seq_len, **prompt)
+        # one compiled sampler per (sampler section, N, L): the parameters are an argument
+        fn = compiled_sampler(self, config, num_samples, seq_len, network, variant=mode)
+        tokens, nfe = fn(params, key)
+        return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
