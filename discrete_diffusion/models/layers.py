@@ -205,7 +205,9 @@ class FinalLayer(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, cond: Array) -> Array:
+    def __call__(self, x: Array, cond: Array, return_hidden: bool = False) -> Array:
+        """Logits `[B, L, K]`, or with `return_hidden` the input of the projection `[B, L, D]`
+        (float32), so that `output_projection(params['out'], h, dtype)` gives the same logits."""
         D = x.shape[-1]
         mod = nn.Dense(
             2 * D,
@@ -216,12 +218,35 @@ class FinalLayer(nn.Module):
         )(cond)  # [B, Lc, 2D]
         shift, scale = jnp.split(mod, 2, axis=-1)
         h = modulate(_layer_norm("norm", self.param_dtype)(x), shift, scale)  # [B, L, D]
-        logits = nn.Dense(
-            self.num_classes,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=zeros_init,
-            dot_general=_f32_dot_general,
-            name="out",
-        )(h)  # [B, L, K]
-        return logits.astype(jnp.float32)
+        out = _output_dense(self.num_classes, self.dtype, self.param_dtype)
+        if return_hidden:
+            if self.is_initializing():
+                out(h[..., :1, :])  # create final/out's parameters
+            return h.astype(jnp.float32)
+        return out(h).astype(jnp.float32)  # [B, L, K]
+
+
+def _output_dense(num_classes: int, dtype: Dtype, param_dtype: Dtype, **kwargs: Any) -> nn.Dense:
+    """The final projection `out` (zero-init kernel and bias, float32 accumulation)."""
+    return nn.Dense(
+        num_classes,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=zeros_init,
+        dot_general=_f32_dot_general,
+        name="out",
+        **kwargs,
+    )
+
+
+def output_projection(out_params: dict, h: Array, dtype: Dtype = jnp.float32) -> Array:
+    """logits = h W + b, float32 `[..., K]`: FinalLayer's `out` projection applied outside the
+    network, to the hidden states `h` `[..., D]` that `FinalLayer(return_hidden=True)` returns.
+
+    `out_params` = {'kernel': W [D, K], 'bias': b [K]} (the network's `final/out`); `dtype` is
+    the network's compute dtype. Same arithmetic as the projection inside the network, so
+    `output_projection(p['final']['out'], h)` equals the logits row for row.
+    """
+    kernel = out_params["kernel"]
+    dense = _output_dense(kernel.shape[-1], dtype, kernel.dtype, parent=None)  # a module of its own
+    return dense.apply({"params": out_params}, h).astype(jnp.float32)

@@ -61,7 +61,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from discrete_diffusion.models.layers import DiTBlock, FinalLayer, TimestepEmbedder, embed_init
+from discrete_diffusion.models.layers import (
+    DiTBlock,
+    FinalLayer,
+    TimestepEmbedder,
+    embed_init,
+    output_projection,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -266,6 +272,8 @@ class DiffusionTransformer(nn.Module):
         soft_ids: Array | None = None,
         soft_weights: Array | None = None,
         latent: Array | None = None,
+        output_positions: Array | None = None,
+        return_hidden: bool = False,
     ) -> Array:
         """Float32 logits `[B, L, K]` of the clean tokens given x_t `[B, L]` and t `[B]`/`[B, L]`.
 
@@ -275,6 +283,13 @@ class DiffusionTransformer(nn.Module):
         `[B, L, k]` (embedding bag), or `soft_weights` `[B, L, V]` alone (dense); see
         `_embed_soft`. The token_embed table is the one the id path reads.
         `latent` `[B, Z]` float: the VADD latent z (only with latent_dim = Z > 0).
+        `output_positions` int `[B, P]`: logits only at these positions, `[B, P, K]` (row b, slot p
+        is position output_positions[b, p] of the full output): the final hidden states are
+        gathered before the final adaLN norm and projection, so the [B, L, K] logits never exist
+        (the samplers that draw a few tokens per call use it; see `sampling.context`).
+        `return_hidden=True`: instead of the logits, the final hidden states h `[B, L, D]`
+        (float32, after the final adaLN LayerNorm) with logits = `self.project_hidden(params, h)`,
+        for callers that compute the projection (and a loss) in chunks of positions.
         """
         self._check_sizes()
         if soft_weights is not None:
@@ -309,9 +324,33 @@ class DiffusionTransformer(nn.Module):
                 param_dtype=self.param_dtype,
                 name=f"blocks_{i}",
             )(h, cond, not train)
+        if output_positions is not None:
+            h, cond = _gather_positions(h, cond, output_positions)  # [B, P, D], [B, 1 or P, C]
         return FinalLayer(
             self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="final"
-        )(h, cond)  # [B, L, K] float32
+        )(h, cond, return_hidden)  # [B, L, K] float32 ([B, L, D] with return_hidden)
+
+    @nn.nowrap
+    def project_hidden(self, params: Any, h: Array) -> Array:
+        """Float32 logits `[..., K]` = h W + b of hidden states h `[..., D]` from
+        `__call__(..., return_hidden=True)`; `params` is the network's parameter tree (final/out).
+        Equal to the logits `__call__` returns, row for row."""
+        return output_projection(params["final"]["out"], h, self.dtype)
+
+
+def _gather_positions(h: Array, cond: Array, positions: Array) -> tuple[Array, Array]:
+    """h `[B, L, D]` and cond `[B, Lc, C]` at `positions` int `[B, P]`: `[B, P, D]` and `[B, Lc', C]`
+    (cond is gathered only when it is per position, Lc = L > 1)."""
+    positions = jnp.asarray(positions)
+    if positions.ndim != 2 or positions.shape[0] != h.shape[0]:
+        raise ValueError(f"output_positions must be int [B, P] with B={h.shape[0]}, got shape "
+                         f"{positions.shape}")
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise TypeError(f"output_positions must be integer, got {positions.dtype}")
+    h = jnp.take_along_axis(h, positions[..., None], axis=1)
+    if cond.shape[1] > 1:
+        cond = jnp.take_along_axis(cond, positions[..., None], axis=1)
+    return h, cond
 
 
 class AutoregressiveTransformer(DiffusionTransformer):
