@@ -98,3 +98,68 @@ def test_minus_inf_logits_are_never_drawn():
     logits = jnp.array([[-jnp.inf, 0.0, -jnp.inf, -30.0]]).repeat(50_000, 0)
     draws = np.asarray(cat.categorical(jax.random.key(4), logits))
     assert set(np.unique(draws)) <= {1, 3}
+
+
+def _tail_rate(p, c_bits):
+    """P(class of relative mass p wins | its U < 2^-c_bits), the formula of the test above."""
+    c = 2.0**-c_bits
+    return p / ((1 - p) * c) * (1 - np.exp(-(1 - p) * c / p))
+
+
+def test_exact_methods_frequencies_with_partial_blocks():
+    """Both exact draws (and `categorical_probs`) reproduce p, also when V = 7 is not a multiple of
+    the block size (2) and some classes are impossible (zero mass, -inf logits)."""
+    vocab, n = 7, 40_000
+    p = np.random.default_rng(vocab).dirichlet(np.full(vocab, 0.5))
+    p[[1, vocab - 1]] = 0.0
+    p /= p.sum()
+    logits = jnp.log(jnp.asarray(p, jnp.float32))[None].repeat(n, 0)
+    draws = jax.jit(lambda key, lg: (
+        cat.categorical(key, lg), cat.categorical_probs(jax.random.fold_in(key, 1), jnp.exp(lg)),
+        cat.categorical(jax.random.fold_in(key, 2), lg, method="exact_dense")))(
+            jax.random.key(1), logits)
+    keep = p > 0
+    for d in draws:
+        counts = np.bincount(np.asarray(d), minlength=vocab)
+        assert counts[1] == 0 and counts[vocab - 1] == 0 and len(counts) == vocab
+        assert stats.chisquare(counts[keep], n * p[keep]).pvalue > FALSE_ALARM
+
+
+@pytest.mark.parametrize("same_block", [False, True])
+def test_blocked_draw_resolves_a_class_of_probability_1e9(same_block):
+    """The tail test above for the two-level race (2), V = 4096 in blocks of 64, with 64 random bits
+    conditioned on U < 2^-29 (see that test). same_block=False: class 0 (p0 = 1e-9) alone in its
+    block, which it wins in the block race at rate `_tail_rate(p0)`; same_block=True: class 0 shares
+    block 0 with the leading class (p1 = 0.999), wins the block race with block 0's mass S_0 and the
+    race inside it at `_tail_rate(p0 / S_0)`. float32 Gumbel-max cannot draw it at all (above)."""
+    V, B, p0, p1, c_bits, n_draws = 4096, 64, 1e-9, 0.999, 29, 400
+    p = np.zeros(V)
+    lead = 1 if same_block else B
+    rest = np.arange(lead + 1, V) if same_block else np.arange(B + 1, V)
+    p[0], p[lead] = p0, p1
+    p[rest] = (1.0 - p0 - p1) / len(rest)
+    logits = jnp.log(jnp.asarray(p, jnp.float32))
+    blocks = cat._blocks(logits, B, -jnp.inf)
+    lse = cat.block_logsumexp(blocks)
+
+    def draw(key):
+        k1, k2 = jax.random.split(key)
+        outer = jax.random.bits(k1, (2, V // B), dtype=jnp.uint32)
+        inner = jax.random.bits(k2, (2, B), dtype=jnp.uint32)
+        if same_block:
+            inner = inner.at[0, 0].set(inner[0, 0] >> c_bits)
+        else:
+            outer = outer.at[0, 0].set(outer[0, 0] >> c_bits)
+        return cat.blocked_from_bits(outer, inner, blocks, lse)
+
+    hits = int(jnp.sum(jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(3), n_draws)) == 0))
+    s0 = p[:B].sum()
+    q = s0 * _tail_rate(p0 / s0, c_bits) if same_block else _tail_rate(p0, c_bits)
+    lo, hi = _binomial_interval(n_draws, q)
+    assert lo <= hits <= hi, (hits, n_draws * q)
+
+
+def test_block_size_and_bad_method():
+    assert [cat.block_size(v) for v in (1, 3, 32768, 50257)] == [1, 2, 256, 256]
+    with pytest.raises(ValueError, match="config.sampler.categorical"):
+        cat.categorical(jax.random.key(0), jnp.zeros((2, 3)), method="float64")
