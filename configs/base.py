@@ -73,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout = 0.1
     config.model.dtype = "float32"  # 'float32' | 'bfloat16'
     config.model.remat = False
+    # > 0: output projection and loss in chunks of this many positions, rematerialised (no whole
+    # [B, L, K] logits or gradient; methods/diffusion.py); 0: the whole logits at once
+    config.model.logits_chunk = 0
     # jax.nn.dot_product_attention implementation: None (XLA) | 'xla' | 'cudnn' (GPU flash attention)
     config.model.attention_impl = ph(str)
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
@@ -94,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.t_min = 1e-3
     config.training.label_dropout = 0.1  # class-conditional models: P(label -> null label) (CFG)
     config.training.kl_warmup_steps = 0  # vadd: KL weight 0 -> 1 linearly over this many steps
+    config.training.kl_free_bits = 0.0  # vadd: free bits, nats per latent dim and sequence (0: off)
     config.training.seed = 0
     config.training.log_every = 50
     config.training.eval_every = 500

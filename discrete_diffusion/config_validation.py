@@ -98,6 +98,8 @@ def validate(config: Any) -> None:
     if config.model.get("attention_impl", None) is not None:
         _choice(config, "model.attention_impl", [x for x in ATTENTION_IMPLS if x is not None])
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
+    if config.model.get("logits_chunk", None) is not None:
+        _number(config, "model.logits_chunk", minimum=0, integer=True)
     if config.model.get("time_conditioning", True) not in (True, False):
         raise ValueError(
             f"config.model.time_conditioning={config.model.time_conditioning!r} must be True or False"

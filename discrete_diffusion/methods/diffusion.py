@@ -12,6 +12,14 @@ The optimised scalar is the batch mean of per-sequence sums divided by L (the pe
 constant rescaling of the sequence loss). Keys: the step key is split in three, (t, x_t,
 dropout), so runs reproduce the losses of the trainer before the methods seam.
 
+Chunked logits (`config.model.logits_chunk` = c > 0; 0, the default, is the plain path): the
+network returns its final hidden states h `[B, L, D]` and the output projection, the conversion
+of the parameterization and the per-token losses run over chunks of c positions (`lax.map`), each
+chunk under `jax.checkpoint`, so neither the `[B, L, K]` logits nor their gradient ever exist
+whole: at most `[B, c, K]` at a time, recomputed in the backward pass. This is exact, since
+loss_i depends only on position i's logits row and on (x_0^i, x_t^i, t, u^i); only the float
+summation order of the projection's gradient changes. The plain path is unchanged bit for bit.
+
 Class-conditional networks (config.model.num_labels > 0) read the batch's 'label'; with
 `config.training.label_dropout` = p > 0 each training label is replaced by the null label
 (id num_labels) with probability p, which trains the unconditional branch that classifier-free
@@ -53,6 +61,11 @@ class Diffusion(MethodBase):
         self.loss_name = config.training.get("loss", "elbo")
         self.t_min = float(config.training.get("t_min", 1e-3))
         self.label_dropout = float(config.training.get("label_dropout", 0.0))
+        self.logits_chunk = config.model.get("logits_chunk", 0) or 0
+        if isinstance(self.logits_chunk, bool) or not isinstance(self.logits_chunk, int) or (
+                self.logits_chunk < 0):
+            raise ValueError(f"config.model.logits_chunk={self.logits_chunk!r} must be an int >= 0 "
+                             "(0: whole logits; c > 0: chunks of c positions)")
         self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
 
     # -- parameters
@@ -94,13 +107,59 @@ class Diffusion(MethodBase):
         """(loss [B, L], nelbo [B, L]) of a prepared batch, unweighted."""
         x0, x_t, t, extras = batch["tokens"], batch["x_t"], batch["t"], batch["extras"]
         labels = self._label_inputs(batch, train, jax.random.fold_in(key, 1))
+        if self.logits_chunk > 0:
+            h = self.network(params, x_t, t, train=train, key=key if train else None,
+                             return_hidden=True, **extras, **labels)  # [B, L, D]
+            return self._chunked_losses(params, h, x0, x_t, t, extras)
         logits = self.network(params, x_t, t, train=train, key=key if train else None,
                               **extras, **labels)
+        return self._token_losses(logits, x0, x_t, t, extras)
+
+    def _token_losses(self, logits: Array, x0: Array, x_t: Array, t: Array,
+                      extras: dict) -> tuple[Array, Array]:
+        """(loss, nelbo) `[B, l]` of logits `[B, l, K]` at l positions (all L, or one chunk)."""
         args = (self.proc, self.parameterization)
         nelbo = losses.nelbo_per_token(*args, logits, x0, x_t, t[:, None], **extras)
         if self.loss_name == "elbo":
             return nelbo, nelbo
         loss = losses.loss_per_token(*args, self.loss_name, logits, x0, x_t, t[:, None], **extras)
+        return loss, nelbo
+
+    def _chunked_losses(self, params: Params, h: Array, x0: Array, x_t: Array, t: Array,
+                        extras: dict) -> tuple[Array, Array]:
+        """(loss, nelbo) `[B, L]` from the final hidden states h `[B, L, D]`, in chunks of
+        `logits_chunk` positions: logits_c = h_c W + b -> conversion -> per-token losses, each
+        chunk rematerialised (`jax.checkpoint`), so only `[B, c, K]` logits live at a time.
+        L need not be a multiple of c: the last L mod c positions form one smaller chunk."""
+        out_params = {"final": {"out": params["network"]["final"]["out"]}}
+
+        @jax.checkpoint
+        def chunk(out_params, h_c, x0_c, x_t_c, extras_c, t):
+            logits = self.model.project_hidden(out_params, h_c)  # [B, c, K] float32
+            return self._token_losses(logits, x0_c, x_t_c, t, extras_c)
+
+        B, L = x0.shape
+        c = min(self.logits_chunk, L)
+        n, rest = divmod(L, c)
+        head = n * c
+        if n == 1 and rest == 0:
+            return chunk(out_params, h, x0, x_t, extras, t)
+
+        def split(a: Array) -> Array:  # [B, n c, ...] -> [n, B, c, ...]
+            return jnp.swapaxes(a[:, :head].reshape((B, n, c) + a.shape[2:]), 0, 1)
+
+        def merge(a: Array) -> Array:  # [n, B, c] -> [B, n c]
+            return jnp.swapaxes(a, 0, 1).reshape(B, head)
+
+        loss, nelbo = jax.lax.map(
+            lambda xs: chunk(out_params, *xs, t),
+            (split(h), split(x0), split(x_t), jax.tree.map(split, extras)))
+        loss, nelbo = merge(loss), merge(nelbo)
+        if rest:
+            tail = jax.tree.map(lambda a: a[:, head:], (h, x0, x_t, extras))
+            loss_r, nelbo_r = chunk(out_params, *tail, t)
+            loss = jnp.concatenate([loss, loss_r], axis=1)
+            nelbo = jnp.concatenate([nelbo, nelbo_r], axis=1)
         return loss, nelbo
 
     def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,

@@ -1,0 +1,159 @@
+"""Chunked output projection + loss (`config.model.logits_chunk`, methods/diffusion.py): the
+per-token losses, the NELBO and the gradients equal those of the whole-logits path for every
+process x parameterization x objective, including a chunk that does not divide L; the network's
+`return_hidden` + `project_hidden` give its logits; chunking keeps no [B, L, K] array."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import synthetic_absorbing
+from discrete_diffusion import config_validation, methods
+
+K, L, B = 5, 7, 3
+
+
+def _method(process: str, parameterization: str, loss: str, chunk: int):
+    config = synthetic_absorbing.get_config()
+    config.process.name = process
+    config.process.num_classes = K
+    config.model.num_layers, config.model.d_model, config.model.num_heads = 1, 16, 2
+    config.model.cond_dim = 8
+    config.model.time_conditioning = True
+    config.model.parameterization = parameterization
+    config.model.noise_input = process == "uniform_absorbing"
+    config.model.logits_chunk = chunk
+    config.training.loss = loss
+    return methods.get(config, K)
+
+
+def _perturbed_params(method, batch):
+    params = method.init(jax.random.PRNGKey(2), {"tokens": batch["tokens"][:1]})
+    leaves, tree = jax.tree.flatten(params)  # zero-init heads would make every loss trivial
+    keys = jax.random.split(jax.random.key(6), len(leaves))
+    return jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape)
+                                     for x, k in zip(leaves, keys, strict=True)])
+
+
+CASES = [
+    ("masked", "denoiser", "elbo"),
+    ("masked", "loo", "denoising_ce"),
+    ("masked", "score", "score_entropy"),
+    ("uniform", "denoiser", "elbo"),
+    ("uniform", "loo", "loo_ce"),
+    ("uniform", "score", "elbo"),
+    ("uniform_absorbing", "denoiser", "denoising_ce"),
+]
+
+
+@pytest.mark.parametrize("process,parameterization,loss", CASES)
+def test_chunked_loss_equals_whole_logits(process, parameterization, loss):
+    """From the same hidden states h: per-token loss and NELBO, and the gradients of their sum
+    with respect to h and to the projection (W, b), chunked (7 = 2 x 3 + 1) vs whole."""
+    method = _method(process, parameterization, loss, 3)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    prep = method.prepare(batch, jax.random.key(3))
+    x0, x_t, t, extras = prep["tokens"], prep["x_t"], prep["t"], prep["extras"]
+    D = 16
+    kh, kw, kb = jax.random.split(jax.random.key(4), 3)
+    h = jax.random.normal(kh, (B, L, D))
+    out = {"kernel": jax.random.normal(kw, (D, K)), "bias": jax.random.normal(kb, (K,))}
+    params = {"network": {"final": {"out": out}}}
+
+    def whole(h, params):
+        logits = method.model.project_hidden(params["network"], h)
+        return method._token_losses(logits, x0, x_t, t, extras)
+
+    def chunked(h, params):
+        return method._chunked_losses(params, h, x0, x_t, t, extras)
+
+    def total(fn):  # d/d(h, W, b) of sum(loss) + 0.5 sum(nelbo): both outputs checked
+        return lambda h, p: jnp.sum(fn(h, p)[0]) + 0.5 * jnp.sum(fn(h, p)[1])
+
+    @jax.jit
+    def both(h, params):
+        grad = lambda fn: jax.grad(total(fn), argnums=(0, 1))(h, params)  # noqa: E731
+        return whole(h, params), chunked(h, params), grad(whole), grad(chunked)
+
+    (l0, n0), (l1, n1), g0, g1 = both(h, params)
+    assert float(jnp.abs(l0).sum()) > 1e-2 and np.all(np.isfinite(np.asarray(l0)))
+    np.testing.assert_allclose(np.asarray(l1), np.asarray(l0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(n1), np.asarray(n0), rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        assert float(jnp.abs(a).max()) > 0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4,
+                                   atol=1e-5 * float(jnp.abs(a).max()))
+
+
+def test_chunked_method_loss_and_gradient_match_through_the_network():
+    """Through the whole method (network with dropout on, same masks): loss and gradients."""
+    plain = _method("masked", "denoiser", "elbo", 0)
+    chunked = _method("masked", "denoiser", "elbo", 3)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(plain, batch)
+    key = jax.random.key(3)
+    prepared = plain.prepare(batch, key)
+
+    @jax.jit
+    def run(params):
+        f = lambda m: lambda p: m.loss(p, prepared, key, train=True)[0]  # noqa: E731
+        return jax.value_and_grad(f(plain))(params), jax.value_and_grad(f(chunked))(params)
+
+    (v0, g0), (v1, g1) = run(params)
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4,
+                                   atol=1e-5 * (float(jnp.abs(a).max()) + 1e-6))
+
+
+def test_a_chunk_as_long_as_the_sequence_and_eval_nelbo_agree():
+    plain = _method("masked", "denoiser", "elbo", 0)
+    whole = _method("masked", "denoiser", "elbo", 64)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(plain, batch)
+    a, b = jax.jit(lambda p: [m.nelbo_samples(p, batch, jax.random.key(1), 2)
+                              for m in (plain, whole)])(params)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5)
+
+
+def test_no_whole_logits_in_the_chunked_gradient():
+    """The jaxpr of the chunked value-and-grad holds no [B, L, K] array (the plain one does)."""
+    plain = _method("masked", "denoiser", "elbo", 0)
+    chunked = _method("masked", "denoiser", "elbo", 2)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = plain.init(jax.random.PRNGKey(2), {"tokens": batch["tokens"][:1]})
+    prepared = plain.prepare(batch, jax.random.key(3))
+
+    def shapes(method):
+        fn = jax.grad(lambda p: method.loss(p, prepared, jax.random.key(3), train=True)[0])
+        text = str(jax.make_jaxpr(fn)(params))
+        return text
+
+    assert f"f32[{B},{L},{K}]" in shapes(plain)
+    assert f"f32[{B},{L},{K}]" not in shapes(chunked)
+
+
+def test_return_hidden_and_project_hidden_give_the_logits():
+    method = _method("masked", "denoiser", "elbo", 0)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(method, batch)
+    t = jnp.array([0.2, 0.5, 0.9])
+    logits, h, projected = jax.jit(lambda p: (
+        method.network(p, batch["tokens"], t),
+        h := method.network(p, batch["tokens"], t, return_hidden=True),
+        method.model.project_hidden(p["network"], h)))(params)
+    assert h.shape == (B, L, method.model.d_model)
+    np.testing.assert_array_equal(np.asarray(projected), np.asarray(logits))
+
+
+def test_logits_chunk_is_validated():
+    config = synthetic_absorbing.get_config()
+    config.process.num_classes = K
+    config.model.logits_chunk = -1
+    with pytest.raises(ValueError, match="config.model.logits_chunk"):
+        config_validation.validate(config)
+    with pytest.raises(ValueError, match="config.model.logits_chunk"):
+        methods.get(config, K)
