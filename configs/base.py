@@ -76,7 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
     # > 0: output projection and loss in chunks of this many positions, rematerialised (no whole
     # [B, L, K] logits or gradient; methods/diffusion.py); 0: the whole logits at once
     config.model.logits_chunk = 0
-    # jax.nn.dot_product_attention implementation: None (XLA) | 'xla' | 'cudnn' (GPU flash attention)
+    # None (XLA) | 'xla' | 'cudnn' (GPU flash attention) | 'blockwise' (pure-JAX online softmax,
+    # no [B, H, L, L] probabilities kept for the backward; models/attention.py)
     config.model.attention_impl = ph(str)
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
     config.model.num_labels = 0  # > 0: class-conditional (label inputs)

@@ -10,11 +10,12 @@
     dropout            0.1 (the papers' value)
     time_conditioning  True for 'dit' (Duo/UDLM), set False for MDLM; always False for 'ar'
     dtype              'float32' | 'bfloat16' (compute dtype; params and logits are float32)
-    remat              False
     noise_input        False (True for the uniform_absorbing process)
     num_labels         0 (unconditional); > 0 for class-conditional models
     latent_dim         0 (no latent); Z > 0: the network takes a latent z [B, Z] (VADD)
-    attention_impl     None | 'xla' | 'cudnn'
+    attention_impl     None | 'xla' | 'cudnn' | 'blockwise' (pure-JAX flash-style attention,
+                       models/attention.py: no [B, H, L, L] probabilities kept)
+    remat              False | True: recompute each block in the backward pass
 
 Other fields of `config.model` (e.g. `parameterization`) are ignored here.
 """
@@ -44,7 +45,7 @@ __all__ = [
 
 MODELS = {"dit": DiffusionTransformer, "ar": AutoregressiveTransformer}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ATTENTION_IMPLS = (None, "xla", "cudnn")
+ATTENTION_IMPLS = (None, "xla", "cudnn", "blockwise")
 _SIZE_FIELDS = ("num_layers", "d_model", "num_heads", "cond_dim")
 
 

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion.models.attention import blockwise_attention
+
 Array = jax.Array
 Dtype = Any
 
@@ -92,7 +94,9 @@ class Attention(nn.Module):
     """Multi-head self-attention with rotary positions; bidirectional, or causal if `causal`.
 
     Params: `qkv/kernel` [D, 3, H, Dh] and `out/kernel` [H, Dh, D] (no biases, as in MDLM's DiT).
-    Softmax in float32 (jax.nn.dot_product_attention); `attention_impl` None/'xla' or 'cudnn'.
+    Softmax in float32 (jax.nn.dot_product_attention); `attention_impl` None/'xla' or 'cudnn',
+    or 'blockwise' (`attention.blockwise_attention`: online softmax over key blocks, no
+    [B, H, L, L] probabilities kept for the backward pass).
     """
 
     num_heads: int
@@ -111,9 +115,12 @@ class Attention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, Dh] each
         q = apply_rotary(q, self.rotary_base)
         k = apply_rotary(k, self.rotary_base)
-        h = jax.nn.dot_product_attention(
-            q, k, v, is_causal=self.causal, implementation=self.attention_impl
-        )  # [B, L, H, Dh]
+        if self.attention_impl == "blockwise":
+            h = blockwise_attention(q, k, v, causal=self.causal)  # [B, L, H, Dh]
+        else:
+            h = jax.nn.dot_product_attention(
+                q, k, v, is_causal=self.causal, implementation=self.attention_impl
+            )  # [B, L, H, Dh]
         return nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense)(h)  # [B, L, D]
 
 

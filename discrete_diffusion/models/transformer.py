@@ -111,7 +111,8 @@ class DiffusionTransformer(nn.Module):
       time_scale: t is multiplied by this before the sinusoidal embedding.
       rotary_base: base of the rotary frequencies.
       remat: rematerialise each block in the backward pass (saves activation memory).
-      attention_impl: passed to jax.nn.dot_product_attention (None/'xla', or 'cudnn' on GPU).
+      attention_impl: passed to jax.nn.dot_product_attention (None/'xla', or 'cudnn' on GPU),
+        or 'blockwise' (models/attention.py: online softmax, no [B, H, L, L] kept).
       dtype: compute dtype of the matmuls (float32 or bfloat16); LayerNorm, softmax, the residual
         stream and the logits are float32 regardless.
       param_dtype: dtype of the parameters (float32).
