@@ -4,14 +4,15 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 
 ============================ ================================================================
 ``name``                     'shakespeare' | 'synthetic' | 'local' | 'lm1b' | 'openwebtext' |
-                             'digits' | 'mnist' | 'checkerboard' (required)
+                             'digits' | 'mnist' | 'checkerboard' | 'pair_hash' (required)
 ``tokenizer``                None = the dataset's default. Text ('shakespeare', 'local'):
                              'char' (default) | 'sentencepiece'. Others: 'none' (their ids are
                              given: generated, pixels, or pre-tokenized at preparation)
 ``vocab_size``               4096: sentencepiece vocabulary (specials included)
 ``seq_len``                  None = default: shakespeare 256, local 256, synthetic 64,
                              lm1b 128, openwebtext 1024, digits 64 (fixed), mnist 784 (fixed),
-                             checkerboard 2 (fixed: the x bin and the y bin, ``checkerboard``)
+                             checkerboard 2 (fixed: the x bin and the y bin, ``checkerboard``),
+                             pair_hash 16 (even: the x half and its hash, ``pair_hash``)
 ``packing``                  'pack' (default) | 'pad'; text only (see ``packing``)
 ``add_bos_eos``              None = True when the tokenizer has BOS/EOS (sentencepiece and
                              prepared data), False for characters
@@ -37,8 +38,10 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 ``synthetic_vocab_size``     32: K of the synthetic Markov chain (its states are its tokens)
 ``synthetic_support``        4: successors per token (entropy rate <= log of it)
 ``synthetic_concentration``  0.5: Dirichlet concentration of each transition row
-``num_train_sequences``      100_000: synthetic (and checkerboard) training sequences
-``num_eval_sequences``       10_000: synthetic (and checkerboard) validation sequences
+``num_train_sequences``      100_000: synthetic (checkerboard, pair_hash) training sequences
+``num_eval_sequences``       10_000: synthetic (checkerboard, pair_hash) validation sequences
+``pair_hash_vocab_size``     16: K of ``pair_hash`` (x uniform on K, y_i = f(x_i, x_{i+1}))
+``pair_hash_direction``      'forward' (x half first) | 'reversed' (the sequence reversed)
 ``num_states``               unused by the Markov chain; if set it must equal
                              ``synthetic_vocab_size``
 ============================ ================================================================
@@ -61,6 +64,7 @@ from discrete_diffusion.data import (
     checkerboard,
     local_text,
     packing,
+    pair_hash,
     pipeline,
     prepared,
     shakespeare,
@@ -72,7 +76,7 @@ from discrete_diffusion.data import tokenizers as tok_lib
 TEXT = ("shakespeare", "local")
 PREPARED = ("lm1b", "openwebtext")
 IMAGES = ("digits", "mnist")
-DATASETS = ("shakespeare", "synthetic", "local", *PREPARED, *IMAGES, "checkerboard")
+DATASETS = ("shakespeare", "synthetic", "local", *PREPARED, *IMAGES, "checkerboard", "pair_hash")
 DEFAULT_SEQ_LEN = {
     "shakespeare": 256,
     "local": 256,
@@ -82,6 +86,7 @@ DEFAULT_SEQ_LEN = {
     "digits": 64,
     "mnist": 784,
     "checkerboard": 2,
+    "pair_hash": 16,
 }
 DEFAULT_DATA_DIR = "~/.cache/discrete_diffusion/datasets"
 DEFAULT_CACHE_DIR = "~/.cache/discrete_diffusion"
@@ -143,6 +148,8 @@ def default_data_config() -> ml_collections.ConfigDict:
             "synthetic_concentration": 0.5,
             "num_train_sequences": 100_000,
             "num_eval_sequences": 10_000,
+            "pair_hash_vocab_size": 16,
+            "pair_hash_direction": "forward",
             "num_states": ph(int),
         }
     )
@@ -441,6 +448,27 @@ def _checkerboard_splits(s: _Settings) -> _Splits:
     )
 
 
+def _pair_hash_splits(s: _Settings) -> _Splits:
+    """The ``pair_hash`` corpus (data/pair_hash.py): x half uniform, y_i = f(x_i, x_{i+1}); its
+    exact entropy in ``info`` (``entropy_rate`` = log(K)/2 nats/token, ``sequence_entropy``)."""
+    K = _int_field(s.data, "pair_hash_vocab_size", 16, minimum=2)
+    direction = _choice(s.data, "pair_hash_direction", "forward", pair_hash.DIRECTIONS)
+    pair_hash.PairHash.half(s.seq_len)  # even length, or an error naming config.data.seq_len
+    corpus, train, valid = pair_hash.load_splits(
+        vocab_size=K, seq_len=s.seq_len,
+        num_train=_int_field(s.data, "num_train_sequences", 100_000),
+        num_eval=_int_field(s.data, "num_eval_sequences", 10_000), seed=s.seed,
+        direction=direction)
+    return _Splits(
+        grain.MapDataset.source(pipeline.ArrayExamples({"tokens": train})),
+        grain.MapDataset.source(pipeline.ArrayExamples({"tokens": valid})),
+        tok_lib.IntegerTokenizer(K),
+        K,
+        info={"pair_hash": corpus, "entropy_rate": corpus.entropy_rate(s.seq_len),
+              "sequence_entropy": corpus.sequence_entropy(s.seq_len)},
+    )
+
+
 def _image_splits(s: _Settings) -> _Splits:
     """Digits or binarised MNIST as flattened pixel sequences with labels."""
     train, valid = images_lib.load_splits(s.name)
@@ -505,6 +533,8 @@ def get_data(
         splits = _synthetic_splits(s)
     elif s.name == "checkerboard":
         splits = _checkerboard_splits(s)
+    elif s.name == "pair_hash":
+        splits = _pair_hash_splits(s)
     else:
         splits = _image_splits(s)
     train_iter = pipeline.train_iterator(
