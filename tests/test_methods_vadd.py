@@ -437,3 +437,143 @@ def test_the_delbo_is_not_a_likelihood_bound_but_the_marginal_nelbo_is():
             den = p.sum(axis=tuple(np.flatnonzero(M)), keepdims=True)[tuple(np.where(M, 0, a))]
             mu_bar[b, i] = -2.0 * np.log(num / den)
     np.testing.assert_allclose(got, mu_bar, rtol=0.06, atol=0.05)  # -log of a 4000-sample mean
+
+
+def test_free_bits_value_and_gradient():
+    """KL_fb = sum_j max(lambda, KL_j): its value, and its gradient (that of KL_j where KL_j >
+    lambda, 0 elsewhere), exactly; the loss uses it (times w(t) and lambda(step)) while aux['nelbo']
+    stays the DELBO."""
+    mean = jnp.array([[0.1, 1.2, -0.9], [0.0, 0.3, 2.0]])
+    logvar = jnp.array([[0.05, -0.4, 0.7], [0.0, -1.5, 0.2]])
+    kl_j = 0.5 * (mean**2 + jnp.exp(logvar) - 1.0 - logvar)
+    lam = 0.3
+    above = np.asarray(kl_j) > lam
+    assert above.any() and (~above).any()  # both regimes present
+    np.testing.assert_allclose(vadd.free_bits_kl(mean, logvar, lam),
+                               np.where(above, kl_j, lam).sum(-1), rtol=1e-6)
+    np.testing.assert_allclose(vadd.free_bits_kl(mean, logvar, 0.0),
+                               vadd.gaussian_kl(mean, logvar), rtol=1e-6)
+    g_m, g_v = jax.grad(lambda m, v: jnp.sum(vadd.free_bits_kl(m, v, lam)), (0, 1))(mean, logvar)
+    np.testing.assert_allclose(g_m, np.where(above, mean, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(g_v, np.where(above, 0.5 * (np.exp(logvar) - 1.0), 0.0),
+                               rtol=1e-6, atol=1e-7)
+    # in the method's loss: sum_b lambda(step) w(t_b) sum_j max(fb, KL_bj) in place of w KL
+    fb = 0.02
+    config, method, batch, params = _tiny_method(training__kl_free_bits=fb,
+                                                 training__kl_warmup_steps=4)
+    head = params["encoder"]["head"]
+    params = {**params, "encoder": {**params["encoder"], "head": {
+        "kernel": head["kernel"] + 0.05, "bias": head["bias"] + jnp.linspace(-0.2, 0.2,
+                                                                          head["bias"].shape[0])}}}
+    key = jax.random.key(3)
+    prepared = method.prepare(batch, key)
+    ce, mean, logvar = method._delbo_parts(params, prepared["tokens"], prepared["x_t"],
+                                           prepared["t"], prepared["eps"])  # op by op: no compile
+    kl_j = np.asarray(vadd.gaussian_kl_dims(mean, logvar))
+    assert (kl_j > fb).any() and (kl_j < fb).any()
+    w = np.asarray(method.nelbo_weight(prepared["t"]))
+    B, L = batch["tokens"].shape
+    loss, aux = method.loss(params, prepared, key, step=jnp.array(2))
+    want = (float(jnp.sum(ce)) + 0.5 * float(np.sum(w * np.maximum(fb, kl_j).sum(-1)))) / (B * L)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(jnp.sum(aux["nelbo"])),
+                               float(jnp.sum(ce)) + float(np.sum(w * kl_j.sum(-1))), rtol=1e-5)
+    assert float(aux["metrics"]["kl_active_dims"]) == float(np.sum(kl_j.mean(0) > 0.01))
+    with pytest.raises(ValueError, match=r"config.training.kl_free_bits=-0.1 must be a number"):
+        config_validation.validate(_config(6, Z=2, training__kl_free_bits=-0.1))
+
+
+def _time_weights(L: int, t_min: float) -> np.ndarray:
+    """c(n) = (1 / (1 - t_min)) int_{t_min}^1 w(t) t^n (1 - t)^(L - n) dt, w = 1/t (linear
+    schedule), for n = 1 .. L (index n): the weight of an x_t with n masked positions in the
+    estimators' target (t ~ U[t_min, 1])."""
+    P = np.polynomial.polynomial
+    c = np.zeros(L + 1)
+    for n in range(1, L + 1):
+        poly = P.polymul(P.polypow([0, 1], n - 1), P.polypow([1, -1], L - n))
+        integ = P.polyint(poly)
+        c[n] = (P.polyval(1.0, integ) - P.polyval(t_min, integ)) / (1.0 - t_min)
+    return c
+
+
+def test_held_out_bounds_equal_their_exact_values():
+    """`eval_bounds` on the linear toy (K = L = 3, 1-d z, a Gaussian r that is N(0, 1) where nothing
+    is masked): over all 27 x_0, replicated, each estimator's mean equals its exact expectation,
+    computed by enumerating the masks (their t-integrals c(n) in closed form on [t_min, 1]) and
+    Gauss-Hermite quadrature over the latents (two-dimensional for S = 2):
+    'delbo' = sum_M c(|M|) (E_r[CE] + KL); 'iw_delbo' = sum_M c(|M|) E[(2) with S = 2];
+    'marginal_nelbo' (= 'nelbo') = sum_M c(|M|) sum_{i in M} E[-log of the 2-latent mixture estimate
+    of mu-bar^i], above the exact (3) = sum_M c(|M|) sum_i -log mu-bar^i; 'trajectory_nelbo' =
+    KL(r_1) + sum_M c(|M|) E_{r_1}[CE]. Tolerance: 4 standard errors of the replicate mean."""
+    K, L, R, num_t = 3, 3, 300, 4
+    logits_fn = _linear_toy(K, L, seed=5)
+    rng = np.random.default_rng(6)
+    tab_m = jnp.asarray(rng.normal(size=(4 ** L, 1)), jnp.float32)
+    tab_v = jnp.asarray(0.6 * rng.normal(size=(4 ** L, 1)) - 0.8, jnp.float32)
+    radix = jnp.asarray(4 ** np.arange(L)[::-1], jnp.int32)
+
+    def posterior_fn(x0, x_t):
+        code = jnp.sum(jnp.where(x_t == K, x0, K) * radix, axis=-1)
+        any_masked = jnp.any(x_t == K, axis=-1, keepdims=True)
+        return jnp.where(any_masked, tab_m[code], 0.0), jnp.where(any_masked, tab_v[code], 0.0)
+
+    method = ToyVADD(_config(K, eval__iwae_samples=2), K, logits_fn, posterior_fn)
+    c = _time_weights(L, method.t_min)
+    # exact values per x_0 `[27]`
+    x0p, xtp, n = _pairs(K, L, K)  # 27 * 8 pairs
+    cn = c[n]
+    nodes, gw = np.polynomial.hermite.hermgauss(30)
+    zn, gw = math.sqrt(2.0) * nodes, gw / math.sqrt(math.pi)  # N(0, 1) nodes, weights
+    mean, logvar = (np.asarray(a)[:, 0].astype(np.float64) for a in posterior_fn(x0p, xtp))
+    sd = np.exp(0.5 * logvar)
+    kl = 0.5 * (mean**2 + sd**2 - 1.0 - logvar)
+    masked = np.asarray(xtp) == K
+
+    def log_mu(z):  # z [P] -> log mu^i(x_t, z)[x_0^i] [P, L]
+        lg = jax.nn.log_softmax(logits_fn(xtp, jnp.asarray(z, jnp.float32)[:, None]), -1)
+        return np.asarray(jnp.take_along_axis(lg, x0p[..., None], -1)[..., 0], np.float64)
+
+    def log_n(z, m=0.0, s=1.0):
+        return -0.5 * ((z - m) / s) ** 2 - np.log(s) - 0.5 * math.log(2 * math.pi)
+
+    zr = mean[None] + sd[None] * zn[:, None]  # [30, P]: r's nodes
+    lm_r = np.stack([log_mu(z) for z in zr])  # [30, P, L]
+    lm_n = np.stack([log_mu(np.full(len(n), z)) for z in zn])  # [30, P, L]
+    ce_r = -np.where(masked, lm_r, 0.0).sum(-1)  # [30, P]
+    delbo = cn * (gw @ ce_r + kl)
+    ll_r = -ce_r
+    lw_r = ll_r + log_n(zr) - log_n(zr, mean, sd)  # [30, P]
+    iw = -np.logaddexp(lw_r[:, None], lw_r[None, :]) + math.log(2.0)  # [30, 30, P]
+    iw = cn * np.einsum("a,b,abp->p", gw, gw, iw)
+    # marginal: z_1 ~ r, z_2 ~ N(0, 1), weights N / q, q = (r + N) / 2
+    def log_wq(z):
+        return log_n(z) - np.logaddexp(log_n(z, mean, sd), log_n(z)) + math.log(2.0)
+    a1 = lm_r + log_wq(zr)[..., None]  # [30, P, L]
+    a2 = lm_n + log_wq(np.broadcast_to(zn[:, None], zr.shape))[..., None]
+    est = -np.logaddexp(a1[:, None], a2[None, :]) + math.log(2.0)  # [30, 30, P, L]
+    marg = cn * np.where(masked, np.einsum("a,b,abpl->pl", gw, gw, est), 0.0).sum(-1)
+    exact3 = cn * np.where(masked, -np.log(np.einsum("a,apl->pl", gw, np.exp(lm_n))), 0.0).sum(-1)
+    # trajectory: r_1 = r(. | x_0, all masked), the same for the 8 masks of an x_0
+    full = jnp.full_like(x0p, K)
+    m1, v1 = (np.asarray(a)[:, 0].astype(np.float64) for a in posterior_fn(x0p, full))
+    s1 = np.exp(0.5 * v1)
+    lm_1 = np.stack([log_mu(m1 + s1 * z) for z in zn])
+    traj = cn * (gw @ -np.where(masked, lm_1, 0.0).sum(-1))
+    kl1 = (0.5 * (m1**2 + s1**2 - 1.0 - v1)).reshape(-1, 2 ** L)[:, 0]
+    per_x0 = {k: v.reshape(-1, 2 ** L).sum(-1) for k, v in
+              {"delbo": delbo, "iw_delbo": iw, "marginal_nelbo": marg, "exact3": exact3,
+               "trajectory_nelbo": traj}.items()}
+    per_x0["trajectory_nelbo"] = per_x0["trajectory_nelbo"] + kl1
+    assert np.all(per_x0["iw_delbo"] < per_x0["delbo"])
+    assert np.all(per_x0["marginal_nelbo"] > per_x0["exact3"])  # Jensen: S = 2 is above (3)
+
+    x0 = jnp.asarray(np.tile(_states(K, L), (R, 1)))
+    got = jax.jit(method.eval_bounds, static_argnums=3)({}, {"tokens": x0}, jax.random.key(11),
+                                                          num_t)
+    assert set(got) == {"nelbo", "marginal_nelbo", "trajectory_nelbo", "delbo", "iw_delbo"}
+    np.testing.assert_array_equal(got["nelbo"], got["marginal_nelbo"])
+    for name in ("delbo", "iw_delbo", "marginal_nelbo", "trajectory_nelbo"):
+        s = np.asarray(got[name], np.float64).mean(1).reshape(R, -1)  # [R, 27] per sequence
+        se = math.sqrt(np.mean(s.var(0, ddof=1)) / s.size)  # of the mean over x_0 and replicates
+        assert abs(s.mean() - per_x0[name].mean()) < 4 * se, (name, s.mean(), per_x0[name].mean(), se)
+        assert se < 0.02 * per_x0[name].mean()  # the check has teeth

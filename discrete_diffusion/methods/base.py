@@ -28,7 +28,9 @@ default)` (e.g. `training.optimizer.by_top_level_key` for a separate optimizer o
 parameters, or `optax.set_to_zero()` for a frozen teacher), `samples_with_config_sampler`
 (whether `generate` honours `config.sampler.name`: the frontier sweeps diffusion samplers only
 where it does), `sampler_fields` (config.sampler fields the method itself reads and removes
-before calling a sampler, which config validation therefore accepts).
+before calling a sampler, which config validation therefore accepts), `eval_bounds(params, batch,
+key, num_t) -> {name: [B, num_t]}` (held-out bounds reported together: 'nelbo' is eval_nelbo,
+each further name eval_<name>_*; without it the trainer uses {'nelbo': nelbo_samples(...)}).
 """
 
 from __future__ import annotations
@@ -85,6 +87,21 @@ class MethodBase:
                   default: optax.GradientTransformation) -> optax.GradientTransformation:
         """The config's optimizer (`training.optimizer.make_optimizer`) for every parameter."""
         return default
+
+
+def eval_bounds(method: Any, params: Params, batch: Batch, key: Array,
+                num_t: int) -> dict[str, Array]:
+    """The held-out bounds `{name: [B, num_t]}` (nats per sequence) that the trainer evaluates:
+    the method's own `eval_bounds` if it has one (it must hold 'nelbo', the number reported as
+    eval_nelbo; further names are reported beside it), else {'nelbo': method.nelbo_samples(...)}."""
+    fn = getattr(method, "eval_bounds", None)
+    if fn is None:
+        return {"nelbo": method.nelbo_samples(params, batch, key, num_t)}
+    bounds = dict(fn(params, batch, key, num_t))
+    if "nelbo" not in bounds:
+        raise ValueError(f"method {method.name!r}: eval_bounds must return a 'nelbo' entry, got "
+                         f"{sorted(bounds)}")
+    return bounds
 
 
 def token_weights(batch: Batch) -> Array:

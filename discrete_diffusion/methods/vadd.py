@@ -34,27 +34,76 @@ Training (`loss`): t stratified over the batch on [t_min, 1] (as the 'diffusion'
 z ~ r per sequence (one eps per (t, x_t)), and the KL weight annealed,
 
     loss = (1 / (B L)) sum_b [ sum_i w(t_b) 1[x_t^bi = m] (-log mu(x_0^bi | x_t^b, z_b))
-                                + lambda(step) w(t_b) KL_b ],
+                                + lambda(step) w(t_b) KL_fb,b ],
     lambda(step) = min(1, step / config.training.kl_warmup_steps)   (1 when kl_warmup_steps = 0),
+    KL_fb = sum_j max(config.training.kl_free_bits, KL_j)            (`free_bits_kl`; = KL at 0),
 
-(choice: linear in optimizer steps, from 0 at step 0; the paper anneals linearly "over the first
-epochs/iterations"). aux['nelbo'] is the DELBO (lambda = 1) per token: the masked terms at their
-positions plus w(t) KL spread evenly over the real tokens of the sequence (choice: the trainer
-reads per-token sums, and only the sequence sum is meaningful). aux['metrics']: 'delbo_ce' and
-'delbo_kl' (nats per real token, the two terms of the DELBO) and 'kl_weight' (lambda).
+(choices: lambda linear in optimizer steps, from 0 at step 0, the paper anneals linearly "over the
+first epochs/iterations"; free bits, not in the paper, in nats per latent dimension and
+sequence, clamped before the weight w(t)). aux['nelbo'] is the DELBO (lambda = 1, no free bits)
+per token: the masked terms at their positions plus w(t) KL spread evenly over the real tokens of
+the sequence (choice: the trainer reads per-token sums, and only the sequence sum is
+meaningful). aux['metrics']: 'delbo_ce' and 'delbo_kl' (nats per real token, the two terms of the
+DELBO), 'kl_weight' (lambda) and 'kl_active_dims' (latent dimensions whose batch-mean KL_j
+exceeds 0.01 nats: 0 means a collapsed latent).
 
-Evaluation (`nelbo_samples`, the trainer's held-out eval): the DELBO at `eval_num_t` stratified
-times (one z per time), or, with config.eval.iwae_samples = S > 0, the importance-weighted bound
-(Burda et al. 2016) in place of (1):
+Which bound (held-out evaluation: `eval_bounds`, reported by the trainer as eval_<name>_bpt with
+standard errors, in the training-time eval log and `--mode=eval`'s summary.json). All are
+estimated with `eval_num_t` stratified times per sequence on [t_min, 1]; "continuous-time"
+means the sampler's limit of many steps.
+
+    eval_nelbo = eval_marginal_nelbo   (3) below: -log p(x_0) of the per_step sampler (a fresh z
+        per step) in continuous time. The number to compare with MDLM's eval_nelbo.
+    eval_trajectory_nelbo              (4) below: -log p(x_0) of the per_trajectory sampler
+        (one z per sample) in continuous time.
+    eval_delbo                         the DELBO, the paper's objective (1 latent per time).
+    eval_iw_delbo                      its importance-weighted version (2) with S =
+        config.eval.iwae_samples > 1 latents, as the paper reports (S = 1000 there).
+
+The DELBO and IW-DELBO bound the joint "marginal NELBO" J(x_0) = int w E_q[-log p_theta(x_0 |
+x_t)] dt, which is *not* -log of any normalised law: for an exact latent model of a law p with
+dependent positions E_p[J] < H(p) (test; L = 2, linear schedule: J = H/2 + (H(X_1|X_2) +
+H(X_2|X_1))/2, the checkerboard 2.946 nats/token against its entropy 3.119), whereas every upper
+bound U(x_0) >= -log q(x_0) of a normalised q has E_p[U] >= H(p) (Gibbs). The DELBO >= J and
+the IW-DELBO -> J as S grows (the trained checkerboard model's IW-16 bound read 2.96 < 3.119), so
+neither comes with a guarantee for the per_step or the per_trajectory sampler (nor for the latent
+model E_z of fixed-z MDMs, the per_trajectory one); the DELBO's integrand at t = 1 alone bounds the
+one-step sampler, -log p(x_0 | all masked). Report the DELBO to compare with the paper, and (3) /
+(4) as likelihoods.
+
+(3) the per_step sampler. In continuous time the reverse process unmasks one token at a time with
+a fresh z, so its NELBO is MDLM's with the z-marginal denoiser mu-bar^i = E_N(0, I) mu^i(x_t, z):
+
+    NELBO_step(x_0) = int_0^1 w(t) E_q [ sum_{i: x_t^i = m} -log mu-bar^i(x_t)[x_0^i] ] dt,      (3)
+
+each mu-bar^i importance-sampled with S = max(config.eval.iwae_samples, 1) latents, half from r
+and half from N(0, I) (`marginal_terms`): E[-log of the estimate] >= -log mu-bar, so (3) stays
+an upper bound in expectation, tight as S grows.
+
+(4) the per_trajectory sampler, p(x_0) = E_N(z) p_z(x_0), p_z the MDM with the denoiser mu(., z,
+.) and -log p_z <= NELBO_z (MDLM's bound). Jensen with any r_1(z | x_0) gives
+
+    NELBO_traj(x_0) = E_{r_1}[ int_0^1 w(t) E_q sum_{i: x_t^i = m} -log mu^i(x_t, z, t)[x_0^i] dt ]
+                      + KL(r_1 || N(0, I))  >=  -log p(x_0),                                 (4)
+
+with r_1 = r_phi(z | x_0, all masked) (choice: the recognition model at t = 1, the only input it
+was trained on that reads x_0 alone); one z per time (`trajectory_terms`). Unlike the DELBO the
+KL enters once per sequence, not weighted by w(t).
+
+Few-step samplers (1, 4, 16 steps) are bounded by none of these: MDLM's discrete-time ELBO is not
+computed here (for one step it is -log p(x_0 | all masked), which the DELBO integrand at t = 1
+bounds).
+
+Estimators (`nelbo_samples`, `eval_bounds`): `delbo_samples` the DELBO at `eval_num_t`
+stratified times (one z per time); `iwae_samples` the importance-weighted bound (Burda et al.
+2016) in place of (1):
 
     -log p_theta(x_0 | x_t) <= -log (1/S) sum_s p_theta(x_0 | x_t, z_s) N(z_s; 0, I) / r(z_s),
     z_s ~ r iid,                                                                          (2)
 
-whose expectation decreases in S to -log p_theta(x_0 | x_t) (S = 1 is (1) in expectation). The
-paper reports likelihoods with S = 1000. The training log carries the DELBO (train nelbo), the
-held-out log the bound of `nelbo_samples`; `delbo_samples` and `iwae_samples` give either one
-explicitly (e.g. both on the same held-out batch), `marginal_nelbo_samples` the sampler's NELBO
-(3) (see the caveat below: the one to compare with other models' likelihoods).
+whose expectation decreases in S to -log p_theta(x_0 | x_t) (S = 1 is (1) in expectation);
+`marginal_nelbo_samples` (3) (also `nelbo_samples`, the held-out eval_nelbo);
+`trajectory_nelbo_samples` (4).
 
 Sampling (`generate`): any masked sampler of `sampling` (config.sampler.name: 'ancestral',
 'first_hitting', ...; prompting works unchanged) on the decoder with a latent chosen by
@@ -70,20 +119,6 @@ config.sampler.latent:
 
 The recognition model is not used at sampling time.
 
-Caveat (measured and proved here, not in the paper's text as the digest gives it): the DELBO, and
-the "marginal NELBO" int w E_q[-log p_theta(x_0 | x_t)] dt that it bounds, are *not* upper bounds
-on -log p(x_0) of the model's samplers. In continuous time the reverse process unmasks one token
-at a time, so its NELBO is MDLM's with the z-marginal denoiser mu-bar^i = E_{N(0, I)} mu^i(x_t, z):
-
-    NELBO_sampler(x_0) = int_0^1 w(t) E_q [ sum_{i: x_t^i = m} -log mu-bar^i(x_t)[x_0^i] ] dt,      (3)
-
-which is >= H(p) on average, while the joint -log p_theta(x_0 | x_t) can be smaller: for an
-exact model of a law with dependent positions, E_p int w E_q[-log p(x_0 | x_t)] dt < H(p) (L = 2,
-linear schedule: H/2 + (H(X_1|X_2) + H(X_2|X_1))/2; the checkerboard: 2.95 nats/token against its
-entropy 3.119, and the trained model's held-out bound reads 2.96). The DELBO is a valid bound for
-the one-step sampler only (t = 1: -log p(x_0 | all masked)). `marginal_nelbo_samples` estimates
-(3) (each position's -log mu-bar by importance sampling with S latents from r); it is the number
-to compare with MDLM's NELBO.
 """
 
 from __future__ import annotations
@@ -115,9 +150,26 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ---- the math, as pure functions (tests/test_methods_vadd.py checks them by quadrature) ----------
+def gaussian_kl_dims(mean: Array, logvar: Array) -> Array:
+    """KL_j = 1/2 (m_j^2 + s_j^2 - 1 - log s_j^2) `[..., Z]`, per latent dimension j."""
+    return 0.5 * (mean**2 + jnp.exp(logvar) - 1.0 - logvar)
+
+
 def gaussian_kl(mean: Array, logvar: Array) -> Array:
-    """KL(N(mean, diag exp(logvar)) || N(0, I)) `[...]` over the last axis."""
-    return 0.5 * jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+    """KL(N(mean, diag exp(logvar)) || N(0, I)) = sum_j KL_j `[...]` over the last axis."""
+    return jnp.sum(gaussian_kl_dims(mean, logvar), axis=-1)
+
+
+def free_bits_kl(mean: Array, logvar: Array, free_bits: float) -> Array:
+    """The free-bits KL term (Kingma et al. 2016, per latent dimension and per sequence):
+
+        KL_fb = sum_j max(lambda_fb, KL_j)   `[...]`,   lambda_fb = free_bits (nats per dim),
+
+    equal to the KL when every KL_j >= lambda_fb; a dimension below lambda_fb costs the constant
+    lambda_fb and gets no gradient, so the encoder may use it up to lambda_fb nats for free (the
+    cure for a collapsed latent, KL ~ 0, whose KL gradient otherwise pins r to N(0, I)). (choice:
+    the clamp per sequence and dimension; Kingma et al. clamp the minibatch average of a group.)"""
+    return jnp.sum(jnp.maximum(free_bits, gaussian_kl_dims(mean, logvar)), axis=-1)
 
 
 def log_normal(z: Array, mean: Array | float = 0.0, logvar: Array | float = 0.0) -> Array:
@@ -128,6 +180,21 @@ def log_normal(z: Array, mean: Array | float = 0.0, logvar: Array | float = 0.0)
 def reparameterize(mean: Array, logvar: Array, eps: Array) -> Array:
     """z = mean + exp(logvar / 2) * eps."""
     return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def mixture_log_weights(z: Array, mean: Array, logvar: Array, num_r: int) -> Array:
+    """log N(z_s; 0, I) - log q(z_s) `[S, B]` for z `[S, B, Z]` whose first `num_r` rows are drawn
+    from r = N(mean, diag exp(logvar)) and the other S - num_r from N(0, I): the deterministic
+    mixture ("balance heuristic", Veach & Guibas 1995; defensive importance sampling, Hesterberg
+    1995) q = (num_r / S) r + (1 - num_r / S) N(0, I). (1/S) sum_s f(z_s) N(z_s)/q(z_s) is unbiased
+    for E_N(0, I)[f] and, with rows from both, each weight is at most S / (S - num_r)."""
+    S = z.shape[0]
+    log_prior = log_normal(z)
+    log_r = log_normal(z, mean, logvar)
+    if num_r >= S:
+        return log_prior - log_r
+    log_q = jnp.logaddexp(math.log(num_r / S) + log_r, math.log(1.0 - num_r / S) + log_prior)
+    return log_prior - log_q
 
 
 def masked_log_likelihood(logits: Array, x0: Array, x_t: Array, mask_id: int,
@@ -188,6 +255,7 @@ class VADD(MethodBase):
         self.num_classes = num_classes
         self.t_min = float(config.training.get("t_min", 1e-3))
         self.kl_warmup_steps = int(config.training.get("kl_warmup_steps", 0))
+        self.kl_free_bits = float(config.training.get("kl_free_bits", 0.0))
         ev = config.get("eval", None)
         self.num_iwae = int(ev.get("iwae_samples", 0)) if ev is not None else 0
         self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
@@ -223,6 +291,10 @@ class VADD(MethodBase):
         mode = config.sampler.get("latent", "per_step")
         if mode not in LATENT_MODES:
             raise ValueError(f"config.sampler.latent={mode!r} is not one of {list(LATENT_MODES)}")
+        fb = config.training.get("kl_free_bits", 0.0)
+        if isinstance(fb, bool) or not isinstance(fb, int | float) or not fb >= 0.0:
+            raise ValueError(f"config.training.kl_free_bits={fb!r} must be a number >= 0 (nats "
+                             "per latent dimension and sequence; 0 = the plain KL)")
 
     # -- parameters
     def init(self, key: Array, example_batch: Batch) -> Params:
@@ -252,15 +324,21 @@ class VADD(MethodBase):
         """w(t) = -alpha'_t / (1 - alpha_t) `[B]`, the weight of both terms of (1)."""
         return -self.proc.dalpha(t) / jnp.maximum(1.0 - self.proc.alpha(t), processes.TINY)
 
-    def delbo_terms(self, params: Params, x0: Array, x_t: Array, t: Array, eps: Array, *,
-                    train: bool = False, key: Array | None = None) -> tuple[Array, Array]:
-        """The two terms of the DELBO integrand at (t, x_t) with z = m + s eps:
-        ce `[B, L]` = w(t) 1[x_t = m] (-log mu(x_0 | x_t, z)) and kl `[B]` = w(t) KL(r || N(0, I))."""
+    def _delbo_parts(self, params: Params, x0: Array, x_t: Array, t: Array, eps: Array, *,
+                     train: bool = False, key: Array | None = None
+                     ) -> tuple[Array, Array, Array]:
+        """(ce `[B, L]`, mean, logvar `[B, Z]`) of `delbo_terms`, r's parameters unreduced."""
         k_enc, k_dec = jax.random.split(key) if key is not None else (None, None)
         mean, logvar = self.encode(params, x0, x_t, train=train, key=k_enc)
         z = reparameterize(mean, logvar, eps)
         logits = self.decoder_logits(params, x_t, t, z, train=train, key=k_dec)
-        ce = losses.masked_nelbo(self.proc, logits, x0, x_t, t[:, None])
+        return losses.masked_nelbo(self.proc, logits, x0, x_t, t[:, None]), mean, logvar
+
+    def delbo_terms(self, params: Params, x0: Array, x_t: Array, t: Array, eps: Array, *,
+                    train: bool = False, key: Array | None = None) -> tuple[Array, Array]:
+        """The two terms of the DELBO integrand at (t, x_t) with z = m + s eps:
+        ce `[B, L]` = w(t) 1[x_t = m] (-log mu(x_0 | x_t, z)) and kl `[B]` = w(t) KL(r || N(0, I))."""
+        ce, mean, logvar = self._delbo_parts(params, x0, x_t, t, eps, train=train, key=key)
         return ce, self.nelbo_weight(t) * gaussian_kl(mean, logvar)
 
     def iwae_terms(self, params: Params, x0: Array, x_t: Array, t: Array, eps: Array,
@@ -279,19 +357,37 @@ class VADD(MethodBase):
     def marginal_terms(self, params: Params, x0: Array, x_t: Array, t: Array,
                        eps: Array) -> Array:
         """(3) per token `[B, L]`: w(t) 1[x_t^i = m] (-log mu-bar^i(x_t)[x_0^i]), mu-bar the
-        z-marginal denoiser, each position's log mu-bar by importance sampling with the S latents
-        z_s = m + s eps_s ~ r (eps `[S, B, Z]`; an upper bound in expectation per position)."""
+        z-marginal denoiser, each position's mu-bar^i = E_N(0, I)[mu^i(x_t, z)] by importance
+        sampling with S latents (eps `[S, B, Z]`): the first ceil(S/2) z_s = m + s eps_s ~ r, the
+        rest z_s = eps_s ~ N(0, I), weighted by N(z_s) / q(z_s), q their mixture
+        (`mixture_log_weights`; choice: r targets the joint posterior of all masked positions,
+        narrower than each position's, so weights N / r alone can have infinite variance; with the
+        prior in the mixture they are at most 2). An upper bound in expectation per position
+        (Jensen), tight as S grows."""
         mean, logvar = self.encode(params, x0, x_t)
-        z = jax.vmap(reparameterize, in_axes=(None, None, 0))(mean, logvar, eps)  # [S, B, Z]
+        S = eps.shape[0]
+        num_r = (S + 1) // 2
+        z_r = jax.vmap(reparameterize, in_axes=(None, None, 0))(mean, logvar, eps[:num_r])
+        z = jnp.concatenate([z_r, eps[num_r:]], axis=0)  # [S, B, Z]
 
         def log_mu(z_s: Array) -> Array:
             logp = jax.nn.log_softmax(self.decoder_logits(params, x_t, t, z_s), -1)
             return jnp.take_along_axis(logp, x0[..., None], -1)[..., 0]  # [B, L]
 
         lp = jax.lax.map(log_mu, z)  # [S, B, L]
-        log_w = log_normal(z) - log_normal(z, mean, logvar)  # [S, B]
-        log_bar = jax.nn.logsumexp(lp + log_w[..., None], axis=0) - jnp.log(eps.shape[0])
+        log_w = mixture_log_weights(z, mean, logvar, num_r)  # [S, B]
+        log_bar = jax.nn.logsumexp(lp + log_w[..., None], axis=0) - jnp.log(S)
         return jnp.where(x_t == self.proc.mask_id, -self.nelbo_weight(t)[:, None] * log_bar, 0.0)
+
+    def trajectory_terms(self, params: Params, x0: Array, x_t: Array, t: Array,
+                         eps: Array) -> tuple[Array, Array]:
+        """(4)'s integrand `[B, L]` and its KL `[B]` at (t, x_t): z = m_1 + s_1 eps ~ r_1 =
+        r(z | x_0, all masked), ce = w(t) 1[x_t = m] (-log mu(x_0 | x_t, z)), kl = KL(r_1 || N(0, I))
+        (unweighted: it enters (4) once per sequence)."""
+        mean, logvar = self.encode(params, x0, jnp.full_like(x0, self.proc.mask_id))
+        z = reparameterize(mean, logvar, eps)
+        logits = self.decoder_logits(params, x_t, t, z)
+        return losses.masked_nelbo(self.proc, logits, x0, x_t, t[:, None]), gaussian_kl(mean, logvar)
 
     # -- training
     def prepare(self, batch: Batch, key: Array) -> Batch:
@@ -308,18 +404,24 @@ class VADD(MethodBase):
         if "x_t" not in batch:
             batch = self.prepare(batch, key)
         k_loss = jax.random.fold_in(key, 7)
-        ce, kl = self.delbo_terms(params, batch["tokens"], batch["x_t"], batch["t"], batch["eps"],
-                                  train=train, key=k_loss if train else None)
+        ce, mean, logvar = self._delbo_parts(params, batch["tokens"], batch["x_t"], batch["t"],
+                                             batch["eps"], train=train,
+                                             key=k_loss if train else None)
         w = token_weights(batch)
         B, L = batch["tokens"].shape
         lam = kl_weight(step, self.kl_warmup_steps)
         ce_seq = jnp.sum(ce * w, axis=-1)  # [B]
         n_tok = jnp.sum(w, axis=-1)  # [B]
-        loss = jnp.sum(ce_seq + lam * kl) / (B * L)
+        wt = self.nelbo_weight(batch["t"])
+        kl = wt * gaussian_kl(mean, logvar)  # [B]: the DELBO's KL term
+        kl_obj = kl if self.kl_free_bits <= 0.0 else wt * free_bits_kl(mean, logvar,
+                                                                       self.kl_free_bits)
+        loss = jnp.sum(ce_seq + lam * kl_obj) / (B * L)
         nelbo = ce * w + (kl / jnp.maximum(n_tok, 1.0))[:, None] * w
         total = jnp.maximum(jnp.sum(n_tok), 1.0)
+        kl_dims = jnp.mean(gaussian_kl_dims(mean, logvar), axis=0)  # [Z], unweighted, batch mean
         metrics = {"delbo_ce": jnp.sum(ce_seq) / total, "delbo_kl": jnp.sum(kl) / total,
-                   "kl_weight": lam}
+                   "kl_weight": lam, "kl_active_dims": jnp.sum(kl_dims > 0.01).astype(jnp.float32)}
         return loss, {"nelbo": nelbo, "weights": w, "metrics": metrics}
 
     # -- evaluation
@@ -367,11 +469,48 @@ class VADD(MethodBase):
         return stratified.nelbo_samples(key, nelbo_fn, batch["tokens"], num_t, self.t_min,
                                         weights=token_weights(batch))
 
+    def trajectory_nelbo_samples(self, params: Params, batch: Batch, key: Array,
+                                 num_t: int) -> Array:
+        """[B, num_t] per-sequence (4), the bound of the per_trajectory sampler: at each time one
+        z ~ r(z | x_0, all masked) and KL(r_1 || N(0, I)) added whole to every time's sample (so
+        each sample is an unbiased estimate of (4))."""
+        w = token_weights(batch)
+
+        def nelbo_fn(k: Array, x0: Array, t: Array) -> Array:
+            k_noise, k_eps = jax.random.split(k)
+            x_t, _ = self.proc.corrupt(k_noise, x0, t[:, None])
+            eps = jax.random.normal(k_eps, (x0.shape[0], self.latent_dim))
+            ce, kl = self.trajectory_terms(params, x0, x_t, t, eps)
+            return ce + (kl / jnp.maximum(jnp.sum(w, axis=-1), 1.0))[:, None]
+
+        return stratified.nelbo_samples(key, nelbo_fn, batch["tokens"], num_t, self.t_min,
+                                        weights=w)
+
+    @property
+    def num_latents(self) -> int:
+        """Latents per (t, x_t) of the importance-sampled held-out bounds: config.eval.iwae_samples,
+        at least 1."""
+        return max(self.num_iwae, 1)
+
     def nelbo_samples(self, params: Params, batch: Batch, key: Array, num_t: int) -> Array:
-        """The held-out bound: `iwae_samples` with config.eval.iwae_samples > 0, else the DELBO."""
-        if self.num_iwae > 0:
-            return self.iwae_samples(params, batch, key, num_t, self.num_iwae)
-        return self.delbo_samples(params, batch, key, num_t)
+        """The held-out eval_nelbo: (3), the NELBO of the per_step sampler (comparable with
+        MDLM's), with `num_latents` latents per time."""
+        return self.marginal_nelbo_samples(params, batch, key, num_t, self.num_latents)
+
+    def eval_bounds(self, params: Params, batch: Batch, key: Array,
+                    num_t: int) -> dict[str, Array]:
+        """Every held-out bound, each `[B, num_t]` nats per sequence (module doc, "Which bound"):
+        'nelbo' = 'marginal_nelbo' (3) (per_step sampler), 'trajectory_nelbo' (4)
+        (per_trajectory sampler), 'delbo' (the paper's training objective) and, with
+        config.eval.iwae_samples = S > 1, 'iw_delbo' (2) with S latents; independent keys."""
+        k_m, k_tr, k_d, k_iw = jax.random.split(key, 4)
+        marginal = self.marginal_nelbo_samples(params, batch, k_m, num_t, self.num_latents)
+        out = {"nelbo": marginal, "marginal_nelbo": marginal,
+               "trajectory_nelbo": self.trajectory_nelbo_samples(params, batch, k_tr, num_t),
+               "delbo": self.delbo_samples(params, batch, k_d, num_t)}
+        if self.num_iwae > 1:
+            out["iw_delbo"] = self.iwae_samples(params, batch, k_iw, num_t, self.num_iwae)
+        return out
 
     # -- sampling
     def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,

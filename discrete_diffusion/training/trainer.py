@@ -7,7 +7,9 @@ It knows nothing of any method but the protocol of `methods.base`: it builds the
                  (loss, aux), grads = value_and_grad(method.loss)(params, batch, key)
                  (over `grad_accum_steps` micro-batches of the prepared batch, gradients averaged);
                  optimizer update (method.optimizer), EMA of the parameters (ema_decay);
-    eval step:   method.nelbo_samples(params, batch, key, eval_num_t) -> [B, num_t];
+    eval step:   method.eval_bounds(params, batch, key, eval_num_t) -> {name: [B, num_t]}
+                 (default {'nelbo': method.nelbo_samples(...)}; further named bounds, e.g.
+                 VADD's 'delbo', are summarised beside it as eval_<name>_*);
 
 over the ('data', 'fsdp', 'tensor') mesh of `config.mesh` (discrete_diffusion/sharding.py): the
 batch is sharded over data x fsdp, the parameters, their EMA and the optimizer moments by
@@ -194,9 +196,10 @@ class Trainer:
         """Per-sequence NELBO samples `[B, num_t]` (nats) and tokens per sequence `[B]`; rows
         with `valid=False` (the padding of a last partial batch) count zero of both."""
         valid = batch.get("valid", jnp.ones(batch["tokens"].shape[:1], bool)).astype(jnp.float32)
-        samples = self.method.nelbo_samples(params, batch, key, self.eval_num_t)
+        bounds = methods.base.eval_bounds(self.method, params, batch, key, self.eval_num_t)
         tokens = jnp.sum(methods.base.token_weights(batch), axis=-1)
-        return {"samples": samples * valid[:, None], "tokens": tokens * valid, "valid": valid}
+        return {"samples": {k: v * valid[:, None] for k, v in bounds.items()},
+                "tokens": tokens * valid, "valid": valid}
 
     # -- public
     def shard_batch(self, batch: dict) -> dict:
@@ -229,23 +232,35 @@ class Trainer:
         """Held-out NELBO over `batches` with `eval_num_t` stratified times per sequence (the exact
         NLL where the method has one): nats/token (eval_nelbo), bits/token (eval_bpt),
         perplexity, and standard errors (eval_se_bpt: data + Monte Carlo; eval_mc_se_bpt: Monte
-        Carlo alone; see `methods.stratified.summarize_nelbo`)."""
-        samples, tokens = [], []
+        Carlo alone; see `methods.stratified.summarize_nelbo`). A method's further named bounds
+        (`eval_bounds`, e.g. VADD's 'delbo') give eval_<name> (nats/token), eval_<name>_bpt,
+        eval_<name>_se_bpt and eval_<name>_mc_se_bpt from the same sequences."""
+        samples: dict[str, list] = {}
+        tokens = []
         for i, batch in enumerate(batches):
             key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
             out = jax.device_get(self._eval_step(params, self.shard_batch(batch), key))
             keep = np.asarray(out["valid"]) > 0
-            samples.append(np.asarray(out["samples"])[keep])
+            for name, s in out["samples"].items():
+                samples.setdefault(name, []).append(np.asarray(s)[keep])
             tokens.append(np.asarray(out["tokens"])[keep])
-        if not samples:
+        if not tokens:
             raise ValueError("evaluation got no batches (the validation split is empty or "
                              "config.training.eval_batches is 0)")
-        summary = methods.stratified.summarize_nelbo(np.concatenate(samples), np.concatenate(tokens))
+        tokens_all = np.concatenate(tokens)
+        summary = methods.stratified.summarize_nelbo(np.concatenate(samples["nelbo"]), tokens_all)
         nelbo = summary["nelbo"]
-        return {"eval_nelbo": nelbo, "eval_bpt": nelbo / LN2, "eval_ppl": perplexity(nelbo),
-                "eval_se_bpt": summary["se_bpt"], "eval_mc_se_bpt": summary["mc_se"] / LN2,
-                "eval_tokens": summary["num_tokens"], "eval_sequences": summary["num_sequences"],
-                "eval_num_t": summary["num_t"]}
+        out = {"eval_nelbo": nelbo, "eval_bpt": nelbo / LN2, "eval_ppl": perplexity(nelbo),
+               "eval_se_bpt": summary["se_bpt"], "eval_mc_se_bpt": summary["mc_se"] / LN2,
+               "eval_tokens": summary["num_tokens"], "eval_sequences": summary["num_sequences"],
+               "eval_num_t": summary["num_t"]}
+        for name, s in samples.items():
+            if name != "nelbo":
+                extra = methods.stratified.summarize_nelbo(np.concatenate(s), tokens_all)
+                out.update({f"eval_{name}": extra["nelbo"], f"eval_{name}_bpt": extra["bpt"],
+                            f"eval_{name}_se_bpt": extra["se_bpt"],
+                            f"eval_{name}_mc_se_bpt": extra["mc_se"] / LN2})
+        return out
 
     def generate(self, params, key, num_samples: int, seq_len: int, sampler: Any = None,
                  **prompt: jax.Array):
