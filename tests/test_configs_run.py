@@ -7,6 +7,13 @@ The three modes are called as `discrete_diffusion.main` calls them after parsing
 tiny batches; the config's own process, method, parameterization, objective and sampler are kept.
 The frontier sweep and the text judge (SmolLM2) are off here: test_main and
 test_evaluation_judge run them.
+
+Special case: a config distilling a trained model (config.method.name='duo_distill', e.g.
+shakespeare_duo_distill) needs a teacher run; it gets the untrained initial checkpoint of the
+config it derives from (`DISTILL_TEACHERS`), shrunk the same way (`testing.runs.initial_checkpoint`),
+and round_steps = 1, so that its two steps each end a round: the run then checks the teacher
+refresh (teacher = student after step 2), the doubling delta and the checkpoint round trip (this
+is the end-to-end test of methods/duo_distill.py).
 """
 
 from __future__ import annotations
@@ -15,16 +22,19 @@ import importlib
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from discrete_diffusion import config_validation, training
 from discrete_diffusion.evaluation import report
+from discrete_diffusion.testing import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
                  if f.endswith(".py") and f not in ("base.py", "__init__.py"))
 NEEDS_PREPARED_DATA = {"lm1b", "openwebtext"}
+DISTILL_TEACHERS = {"shakespeare_duo_distill": "shakespeare_duo"}  # distillation config: teacher's
 
 
 def _config(name: str):
@@ -59,6 +69,12 @@ def _config(name: str):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_trains_evaluates_and_samples(name, tmp_path):
     config = _config(name)
+    distill = config.method.get("name", None) == "duo_distill"
+    if distill:
+        teacher = _config(DISTILL_TEACHERS[name])
+        config.method.teacher_workdir = runs.initial_checkpoint(teacher, str(tmp_path / "teacher"))
+        config.method.round_steps = 1
+        tmp_path = tmp_path / "student"
     config_validation.validate(config)
     workdir = str(tmp_path)
     if config.data.name in NEEDS_PREPARED_DATA:
@@ -76,3 +92,12 @@ def test_config_trains_evaluates_and_samples(name, tmp_path):
     texts = training.sample_checkpoint(config, workdir)  # --mode=sample
     assert len(texts) == config.training.num_samples
     assert (tmp_path / "samples" / "step_2.txt").exists()
+    if distill:
+        np.testing.assert_allclose(
+            [r["delta"] for r in rows if r["kind"] == "train"],
+            [config.method.delta_init, 2 * config.method.delta_init])
+        jax.tree.map(lambda t, s: np.testing.assert_allclose(t, s, rtol=1e-6, atol=1e-7),
+                     state.params["teacher"], state.params["network"])
+        restored = training.load_state(config, workdir)[3]
+        jax.tree.map(np.testing.assert_array_equal, (restored.params, restored.opt_state),
+                     (state.params, state.opt_state))

@@ -6,8 +6,10 @@ Built-in names (`NAMES`): 'diffusion' (methods/diffusion.py: process x parameter
 objective), 'autoregressive' (methods/autoregressive.py: the causal baseline) and 'learned_order'
 (methods/learned_order.py: masked diffusion with a learned per-position or per-value schedule
 and its ordered sampler), and 'duo' (methods/duo.py: uniform diffusion trained through its
-Gaussian dual, Duo's curriculum), and 'vadd' (methods/vadd.py: masked diffusion with a latent
-variable and a recognition model, the double ELBO, latent samplers). When
+Gaussian dual, Duo's curriculum), 'duo_distill' (methods/duo_distill.py: Duo's discrete
+consistency distillation of a trained uniform model, teacher refreshed each round), and 'vadd'
+(methods/vadd.py: masked diffusion with a latent variable and a recognition model, the double
+ELBO, latent samplers). When
 `config.method.name` is unset it is derived from the config: 'autoregressive' for
 `config.model.name == 'ar'`, else 'diffusion', so configs written before the methods seam keep
 working.
@@ -26,7 +28,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from discrete_diffusion.methods import autoregressive, diffusion, duo, learned_order, stratified, vadd
+from discrete_diffusion.methods import (
+    autoregressive,
+    diffusion,
+    duo,
+    duo_distill,
+    learned_order,
+    stratified,
+    vadd,
+)
 from discrete_diffusion.methods.base import Method, MethodBase
 
 Factory = Callable[[Any, int], Method]
@@ -36,6 +46,7 @@ _REGISTRY: dict[str, Factory] = {
     "autoregressive": autoregressive.Autoregressive,
     "learned_order": learned_order.LearnedOrder,
     "duo": duo.Duo,
+    "duo_distill": duo_distill.DuoDistill,
     "vadd": vadd.VADD,
 }
 NAMES = tuple(_REGISTRY)
@@ -99,5 +110,5 @@ def get(config: Any, num_classes: int) -> Method:
     return method
 
 
-__all__ = ["NAMES", "Method", "MethodBase", "autoregressive", "diffusion", "duo", "factory", "get",
-           "learned_order", "method_name", "register", "stratified", "vadd"]
+__all__ = ["NAMES", "Method", "MethodBase", "autoregressive", "diffusion", "duo", "duo_distill",
+           "factory", "get", "learned_order", "method_name", "register", "stratified", "vadd"]
