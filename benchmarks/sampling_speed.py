@@ -3,18 +3,27 @@
     python benchmarks/sampling_speed.py [--seq_len 1024] [--vocab 32768] [--steps 1024] [--batch 1]
         [--timed_steps N]
 
-Compares ancestral sampling (exact 64-bit categorical over V + 1 classes at every position and
-step, with and without MDLM's output reuse) against the first-hitting sampler (one network call and
-one K-way categorical per token). `--steps` defaults to `--seq_len`. Compilation is excluded (each
-sampler runs once before timing). Prints seconds, NFE, tokens/s and the speed-up of first-hitting.
+Rows (`--steps` defaults to `--seq_len`; compilation excluded, each sampler runs once before timing):
+  ancestral_dense_exact   the named baseline: the dense ancestral step (reverse kernel over all
+                          V + 1 states at every position, `ancestral.run_dense`, no output reuse)
+                          with the per-class 64-bit exact categorical ('exact_dense'): the path
+                          of the sampler before issue 16, paying a network call with full logits
+                          and an L x (V + 1) categorical at every step;
+  ancestral_dense         the same dense step with the blocked exact categorical (the default
+                          draw, sampling/categorical.py (2)): what the new draw alone buys;
+  ancestral               the sampler as shipped ('ancestral' on the masked process,
+                          `ancestral.run_masked`): unmasking decided first, the network called
+                          only in steps where something unmasks, with logits only there;
+  first_hitting           one network call per token, logits at that token only.
+All rows use the model's `output_positions` where the sampler asks for it (the dense rows never
+do). Prints seconds, NFE, tokens/s, first-hitting's speed-up over the baseline (issue 16's goal:
+>= 20x at L = 1024, V = 32768, steps = L) and ancestral's time over first-hitting's (goal <= 1.5).
 
-On a CPU the ancestral sampler at L = V-scale sizes takes seconds per step (the exact categorical
-draws 64 random bits for each of the L * (V + 1) classes at every step). `--timed_steps N` then runs
-only the first N steps of the `--steps` grid and extrapolates linearly to all of them: every step of
-the ancestral scan has the same shapes and the same work, so its cost does not depend on the step
-index. Lines computed this way are marked "extrapolated". With output reuse the extrapolation
-ignores the network calls that reuse would skip on the fine grid (about e^-1 of them at steps = L),
-so it overstates that row's time by at most the network's share. First-hitting always runs in full.
+On a CPU the dense rows take seconds per step at L = V-scale sizes. `--timed_steps N` then runs
+only the first N steps of the `--steps` grid and extrapolates linearly to all of them: every step
+of the dense scan has the same shapes and the same work (no output reuse), so its cost does not
+depend on the step index. Lines computed this way are marked "extrapolated" (their NFE column
+counts the timed steps). The other rows always run in full.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ import ml_collections
 
 from discrete_diffusion import sampling
 from discrete_diffusion.models import DiffusionTransformer, example_inputs
+from discrete_diffusion.sampling import ancestral
 
 
 def random_model(vocab: int, seq_len: int, d_model: int, layers: int):
-    """A DiT with random (not zero-initialized) weights, not time-conditioned (MDLM)."""
+    """A DiT with random (not zero-initialized) weights, not time-conditioned (MDLM); its
+    model_fn accepts `output_positions`."""
     model = DiffusionTransformer(num_classes=vocab, input_vocab_size=vocab + 1, num_layers=layers,
                                  d_model=d_model, num_heads=4, cond_dim=64, dropout=0.0,
                                  time_conditioning=False)
@@ -40,7 +51,19 @@ def random_model(vocab: int, seq_len: int, d_model: int, layers: int):
     keys = jax.random.split(jax.random.key(1), len(leaves))
     noise = [0.05 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
     params = jax.tree.unflatten(tree, noise)
-    return lambda x_t, t: model.apply({"params": params}, x_t, t)
+
+    def model_fn(x_t, t, output_positions=None):
+        return model.apply({"params": params}, x_t, t, output_positions=output_positions)
+
+    return model_fn
+
+
+ROWS = [  # label, sampler name, runner, categorical, dense (extrapolated with --timed_steps)
+    ("ancestral_dense_exact", "ancestral", ancestral.run_dense, "exact_dense", True),
+    ("ancestral_dense", "ancestral", ancestral.run_dense, "exact", True),
+    ("ancestral", "ancestral", ancestral.run, "exact", False),
+    ("first_hitting", "first_hitting", sampling.first_hitting.run, "exact", False),
+]
 
 
 def main() -> None:
@@ -52,42 +75,50 @@ def main() -> None:
     parser.add_argument("--d_model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--timed_steps", type=int, default=None,
-                        help="run this many ancestral steps and extrapolate to --steps")
+                        help="run this many steps of the dense rows and extrapolate to --steps")
+    parser.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS],
+                        choices=[r[0] for r in ROWS])
     args = parser.parse_args()
     steps = args.steps or args.seq_len
     model_fn = random_model(args.vocab, args.seq_len, args.d_model, args.layers)
     print(f"device {jax.devices()[0].device_kind}; L={args.seq_len} V={args.vocab} steps={steps} "
-          f"batch={args.batch} model: {args.layers} layers, d={args.d_model}")
-    rows = []
-    for label, name, reuse in [("ancestral", "ancestral", False), ("ancestral+reuse", "ancestral", True),
-                               ("first_hitting", "first_hitting", False)]:
-        partial = name == "ancestral" and args.timed_steps is not None and args.timed_steps < steps
+          f"batch={args.batch} model: {args.layers} layers, d={args.d_model}", flush=True)
+    times = {}
+    for label, name, runner, method, dense in ROWS:
+        if label not in args.rows:
+            continue
+        partial = dense and args.timed_steps is not None and args.timed_steps < steps
         config = ml_collections.ConfigDict({
             "process": {"name": "masked", "schedule": "linear", "num_classes": args.vocab},
             "model": {"parameterization": "denoiser", "time_conditioning": False},
-            "sampler": {"name": name, "num_steps": steps},
+            "sampler": {"name": name, "categorical": method},
         })
-        if name == "ancestral":  # the field only ancestral reads
-            config.sampler.reuse_output = reuse
-        if partial:
-            config.sampler.num_steps = args.timed_steps  # same per-step shapes and work
+        if name == "ancestral":
+            config.sampler.num_steps = args.timed_steps if partial else steps
+            config.sampler.reuse_output = False  # read by the dense step only
         ctx = sampling.make_context(model_fn, config, args.batch, args.seq_len)
-        run = jax.jit(lambda key, ctx=ctx, name=name: sampling.SAMPLERS[name].run(key, ctx))
+        run = jax.jit(lambda key, ctx=ctx, runner=runner: runner(key, ctx))
         jax.block_until_ready(run(jax.random.key(0)))  # compile
         start = time.perf_counter()
         tokens, nfe = jax.block_until_ready(run(jax.random.key(1)))
         seconds = time.perf_counter() - start
-        assert int(jnp.max(tokens)) < args.vocab
+        assert int(jnp.max(tokens)) <= args.vocab  # (mask id = V only in a partial run)
         note = ""
         if partial:
             seconds *= steps / args.timed_steps
             note = f"  (extrapolated from {args.timed_steps} timed steps)"
-        rows.append((label, seconds, int(nfe)))
-        print(f"{label:>16}: {seconds:8.2f} s  NFE {int(nfe):5d}  "
+        times[label] = seconds
+        print(f"{label:>22}: {seconds:9.2f} s  NFE {int(nfe):5d}  "
               f"{args.batch * args.seq_len / seconds:10.1f} tokens/s{note}", flush=True)
-    fhs = rows[-1][1]
-    for label, seconds, _ in rows[:-1]:
-        print(f"first_hitting speed-up over {label}: {seconds / fhs:.1f}x")
+    fhs = times.get("first_hitting")
+    if fhs:
+        for label in ("ancestral_dense_exact", "ancestral_dense"):
+            if label in times:
+                print(f"first_hitting speed-up over {label}: {times[label] / fhs:.1f}x "
+                      + ("(goal >= 20x)" if label == "ancestral_dense_exact" else ""))
+        if "ancestral" in times:
+            print(f"ancestral time / first_hitting time: {times['ancestral'] / fhs:.2f} "
+                  "(goal <= 1.5)")
 
 
 if __name__ == "__main__":

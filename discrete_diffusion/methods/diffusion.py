@@ -92,8 +92,14 @@ class Diffusion(MethodBase):
         return {"label": label}
 
     def model_fn(self, params: Params):
-        """model_fn(x_t, t, **inputs) -> logits, for the samplers."""
-        return lambda x_t, t, **inputs: self.network(params, x_t, t, **inputs)
+        """model_fn(x_t, t, output_positions=None, **inputs) -> logits, for the samplers
+        (`output_positions` int32 [N, P]: logits [N, P, K] at those positions only, which the
+        first-hitting and masked ancestral samplers ask for; sampling/context.py)."""
+        def fn(x_t: Array, t: Array, output_positions: Array | None = None, **inputs: Array):
+            if output_positions is not None:
+                inputs["output_positions"] = output_positions
+            return self.network(params, x_t, t, **inputs)
+        return fn
 
     # -- training
     def prepare(self, batch: Batch, key: Array) -> Batch:

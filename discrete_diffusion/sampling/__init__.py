@@ -5,6 +5,13 @@
     result.tokens, result.nfe                                             # NFE: network calls
 
 `model_fn(x_t, t)` returns logits `[N, L, K]` whose meaning is `config.model.parameterization`.
+Compiled once: a second `generate` with the same config, shapes and model_fn object costs no
+compile (sampling/compiled.py). A model_fn built anew each call (a closure over new parameters)
+compiles each time; pass the parameters instead, `generate(key, model_fn, config, N, L,
+params=p)` with `model_fn(params, x_t, t)`, to reuse the compiled sampler across parameters.
+A model_fn may accept `output_positions` (int32 [N, P]) and return logits `[N, P, K]` there only
+(`DiffusionTransformer` does); first-hitting and masked ancestral sampling then never form the
+[N, L, K] logits (sampling/context.py).
 Prompting / infilling: pass `prompt_tokens` (int32 [N, L]) and `prompt_mask` (bool [N, L], True
 where the token is given); every sampler keeps those positions and conditions on them.
 
@@ -54,6 +61,7 @@ from discrete_diffusion.sampling import (
     absorbing_uniform,
     ancestral,
     categorical,
+    compiled,
     first_hitting,
     guidance,
     informed_pc,
@@ -268,11 +276,15 @@ def make_context(
 def generate(
     key: jax.Array, model_fn: Callable[..., jax.Array], config: Any, num_samples: int,
     seq_len: int, *, prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
+    params: Any = None,
 ) -> SampleResult:
-    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`."""
+    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`.
+    `params`: None, or the parameters of a `model_fn(params, x_t, t, **inputs)`, passed to the
+    compiled sampler as an argument (new values reuse it). The compiled sampler is kept per
+    (config, N, L, model_fn object) (sampling/compiled.py).
+    """
     ctx = make_context(model_fn, config, num_samples, seq_len, prompt_tokens, prompt_mask)
-    run = SAMPLERS[ctx.settings["name"]].run
-    tokens, nfe = jax.jit(lambda k: run(k, ctx))(key)
+    tokens, nfe = compiled.run(key, ctx, SAMPLERS[ctx.settings["name"]].run, params)
     return SampleResult(tokens=tokens, nfe=int(nfe))
 
 

@@ -3,14 +3,23 @@
 A sampler is a module with `DEFAULTS` (its own config.sampler fields and their defaults) and
 `run(key, ctx) -> (tokens int32 [N, L], nfe int32)`; `sampling.generate` builds the context from a
 config and dispatches on `config.sampler.name`.
+
+Logits at a few positions (`Context.network_at`): a sampler that draws tokens at P << L positions
+asks for `[N, P, K]` logits only. A model_fn whose signature names the keyword `output_positions`
+(int32 `[N, P]`, e.g. `DiffusionTransformer(..., output_positions=...)`, which gathers the final
+hidden states before the output projection) is called with it; any other model_fn is called as
+before and its `[N, L, K]` output gathered, so model_fns written for `model_fn(x_t, t)` keep
+working unchanged (`accepts_output_positions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from discrete_diffusion import checks
@@ -86,6 +95,37 @@ class Context:
         """
         logits = self.model_fn(x_t, t, **inputs)
         checks.check_logits(logits, x_t.shape, self.proc.num_classes)  # trace time, static
+        return self._output(logits, x_t, t)
+
+    def network_at(self, x_t: Array, t: Array, positions: Array, **inputs: Array) -> Array:
+        """`network(x_t, t)` at `positions` int32 `[N, P]` only: logits `[N, P, K]` with
+        out[n, p] = network(x_t, t)[n, positions[n, p]] (after temperature / top-k / nucleus).
+
+        Through `output_positions` when the model_fn accepts it (the [N, L, K] logits are never
+        formed), else by gathering its full output (see the module docstring). Needs a schedule
+        with one alpha per sequence (`per_position_schedule` False): the conversions see only the
+        gathered positions.
+        """
+        positions = jnp.asarray(positions, jnp.int32)
+        if accepts_output_positions(self.model_fn):
+            logits = self.model_fn(x_t, t, output_positions=positions, **inputs)
+            checks.check_logits(logits, positions.shape, self.proc.num_classes)
+        else:
+            logits = self.model_fn(x_t, t, **inputs)
+            checks.check_logits(logits, x_t.shape, self.proc.num_classes)
+            logits = jnp.take_along_axis(logits, positions[..., None], axis=1)
+        x_at = jnp.take_along_axis(x_t, positions, axis=1)
+        t_at = t if jnp.ndim(t) < 2 else jnp.take_along_axis(t, positions, axis=1)
+        return self._output(logits, x_at, t_at)
+
+    @property
+    def per_position_schedule(self) -> bool:
+        """Whether the process's alpha differs across positions (a learned per-position schedule)."""
+        shape = jax.eval_shape(lambda: self.proc.alpha(jnp.zeros((1, 1), jnp.float32))).shape
+        return tuple(shape) != (1, 1)
+
+    def _output(self, logits: Array, x_t: Array, t: Array) -> Array:
+        """The model's logits -> `output_parameterization`, then temperature / top-k / nucleus."""
         on = self.settings.get("temperature_on", "output")
         if on == "loo":
             logits = params_lib.convert(self.proc, self.parameterization, "loo", logits, x_t, t)
@@ -126,6 +166,15 @@ class Context:
         if self.prompt_mask is None:
             return jnp.ones(x.shape, bool)
         return ~self.prompt_mask
+
+
+def accepts_output_positions(model_fn: Callable[..., Array]) -> bool:
+    """Whether `model_fn`'s signature names the keyword `output_positions` (then samplers pass
+    int32 `[N, P]` positions and expect logits `[N, P, K]` there)."""
+    try:
+        return "output_positions" in inspect.signature(model_fn).parameters
+    except (TypeError, ValueError):  # no signature (some builtins): the full-output path
+        return False
 
 
 def time_grid(num_steps: int) -> Array:

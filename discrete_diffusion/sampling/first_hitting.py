@@ -8,7 +8,8 @@ tokens and independent of the network. With n tokens masked at time t the next u
 
 the position is uniform among the n masked ones, and its value is drawn from mu_theta(. | x, tau).
 This simulates the continuous-time reverse chain exactly (no time discretization) with exactly
-one network call per token: NFE = number of masked tokens (L without a prompt).
+one network call per token: NFE = number of masked tokens (L without a prompt). Each call asks
+for the logits of the chosen position only (`Context.network_at`, `output_positions`).
 
 `tokens_per_step = k > 1`: the next k event times are drawn from (1) without the network, k
 distinct masked positions uniformly, and all k values from one network call at the first event
@@ -71,12 +72,13 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
         for j in range(1, k):
             tau = next_hitting_time(time_keys[j], proc, tau, n - j)
         any_left = n > 0
-        logits = ctx.network(x, tau_first)
+        # Logits only at the k chosen positions (`Context.network_at`: the network's final layer
+        # runs on k positions when the model_fn accepts output_positions).
+        logits_at = ctx.network_at(x, tau_first, pos)  # [N, k, K]
         nfe = nfe + jnp.any(any_left).astype(jnp.int32)
-        mu = ctx.convert(logits, x, tau_first, "denoiser")
-        mu_at = jnp.take_along_axis(mu, pos[..., None], axis=1)  # [N, k, K]
-        values = categorical(k_val, mu_at, method=ctx.settings["categorical"])
         current = jnp.take_along_axis(x, pos, axis=1)
+        mu_at = ctx.convert(logits_at, current, tau_first, "denoiser")  # [N, k, K]
+        values = categorical(k_val, mu_at, method=ctx.settings["categorical"])
         x = x.at[rows, pos].set(jnp.where(chosen, values, current))
         return (x, tau, nfe, key), None
 
