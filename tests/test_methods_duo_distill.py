@@ -51,15 +51,18 @@ def distill_config(K=3, L=3, **method):
     return config
 
 
-def random_network(config, K, seed):
-    """A network whose output depends on its input (random final layer, not the zero init)."""
+def random_networks(config, K, seeds):
+    """Networks whose output depends on their input (random final layer, not the zero init)."""
     from discrete_diffusion.methods.diffusion import Diffusion
 
-    init = jax.jit(lambda k: Diffusion(config, K).init(k, {"tokens": jnp.zeros((1, 3), jnp.int32)}))
-    net = init(jax.random.key(seed))["network"]
-    out = net["final"]["out"]
-    out["kernel"] = 0.5 * jax.random.normal(jax.random.key(seed + 1), out["kernel"].shape)
-    return net
+    @jax.jit
+    def init(k):
+        net = Diffusion(config, K).init(k, {"tokens": jnp.zeros((1, 3), jnp.int32)})["network"]
+        out = net["final"]["out"]
+        out["kernel"] = 0.5 * jax.random.normal(jax.random.fold_in(k, 1), out["kernel"].shape)
+        return net
+
+    return [init(jax.random.key(seed)) for seed in seeds]
 
 
 # ------------------------------------------------------------------------- the trajectory pair
@@ -139,12 +142,10 @@ def test_teacher_refresh_exactly_at_round_boundaries():
 
 def built(K=3, L=3, student_seed=0, teacher_seed=0, **method):
     config = distill_config(K, L, **method)
-    teacher = random_network(config, K, teacher_seed)
+    student, teacher = random_networks(config, K, (student_seed, teacher_seed))
     m = DuoDistill(config, K, teacher_network=teacher)
     params = m.init(jax.random.key(0), {"tokens": jnp.zeros((1, L), jnp.int32)})
-    if student_seed != teacher_seed:
-        params["network"] = random_network(config, K, student_seed)
-    return m, params
+    return m, {**params, "network": student}
 
 
 def fixed_batch(x0, n, u, key=1):
@@ -152,15 +153,11 @@ def fixed_batch(x0, n, u, key=1):
             "dcd_u": jnp.full((n,), u, jnp.float32), "dcd_key": jax.random.split(jax.random.key(key), n)}
 
 
-def expected_kl(m, params, x0, p, joints):
-    """Enumerated E[mean_l KL_l] over (z_t, z_s) ~ prod_l joints[l] (K^L x K^L pairs)."""
-    K, L = m.num_classes, len(x0)
-    seqs = np.array(list(itertools.product(range(K), repeat=L)), np.int32)  # [K^L, L]
-    lt = m.network(params, jnp.asarray(seqs), jnp.full((len(seqs),), p["t_net"][0]))
-    ls = m.network({"network": params["teacher"]}, jnp.asarray(seqs), jnp.full((len(seqs),), p["s_net"][0]))
-    kl = duo_distill.categorical_kl(lt[:, None], ls[None, :])  # [i (z_t), j (z_s), L]
+def expected_kl(kl, seqs, joints):
+    """Enumerated E[mean_l KL_l] over (z_t, z_s) ~ prod_l joints[l]; kl [i (z_t), j (z_s), L] over
+    all pairs of sequences seqs [K^L, L]."""
     w = np.ones((len(seqs), len(seqs)))
-    for pos in range(L):
+    for pos in range(seqs.shape[1]):
         w *= joints[pos][seqs[:, pos][:, None], seqs[:, pos][None, :]]
     return float(np.sum(w * np.asarray(kl).mean(-1)))
 
@@ -185,11 +182,20 @@ def test_loss_gradient_zero_limit_and_expectation_by_enumeration():
     mc, se = per_row.mean(), per_row.std() / np.sqrt(n)
     alpha_t, alpha_s = float(p["alpha_t"][0]), float(p["alpha_s"][0])
     assert float(p["t"][0]) == pytest.approx(0.7) and float(p["s"][0]) == pytest.approx(0.3)
+    seqs = np.array(list(itertools.product(range(K), repeat=L)), np.int32)  # [K^L, L]
+
+    @jax.jit
+    def all_pairs_kl(params, t_net, s_net):  # KL(student(z_t) || teacher(z_s)) [K^L, K^L, L]
+        lt = m.network(params, jnp.asarray(seqs), jnp.full((len(seqs),), t_net))
+        ls = m.network({"network": params["teacher"]}, jnp.asarray(seqs), jnp.full((len(seqs),), s_net))
+        return duo_distill.categorical_kl(lt[:, None], ls[None, :])
+
+    kl_all = all_pairs_kl(params, p["t_net"][0], p["s_net"][0])
     coupled = [joint_law(K, x, alpha_t, alpha_s) for x in x0]
-    exact = expected_kl(m, params, x0, p, coupled)
+    exact = expected_kl(kl_all, seqs, coupled)
     assert abs(mc - exact) < 4 * se, (mc, exact, se)
     indep = [np.outer(c.sum(1), c.sum(0)) for c in coupled]  # same marginals, independent noise
-    assert abs(expected_kl(m, params, x0, p, indep) - exact) > 8 * se
+    assert abs(expected_kl(kl_all, seqs, indep) - exact) > 8 * se
     # student = teacher: positive for delta > 0, exactly 0 as delta -> 0 (same (z, t) for both)
     same = {"network": params["teacher"], "teacher": params["teacher"]}
     assert float(loss_and_grads(same, jnp.float32(0.4))[0][0]) > 1e-4
