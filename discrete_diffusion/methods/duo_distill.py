@@ -8,7 +8,11 @@ Parameters. params = {'network': the student, 'teacher': a frozen copy}. Both st
 network of a trained uniform-diffusion run (config.method.teacher_workdir: a 'duo', 'diffusion'
 (uniform process) or 'duo_distill' run of the same architecture), by default its EMA parameters
 (config.method.teacher_params='ema'; what that run samples and evaluates with) or its raw ones
-('params').
+('params'). The teacher run is read when the method is built (`training.load_state` of its
+config.json, outside any trace), so building the method of a distillation run (also for
+--mode=eval, --mode=sample and frontier sweeps, where the restored checkpoint then replaces both
+networks) needs teacher_workdir readable; `init` returns the loaded weights (constants of the
+jitted init, fine at the sizes trained here).
 
 Deterministic discrete trajectories (Duo eq. 22). One Gaussian noise eps ~ N(0, I_K) per token,
 shared by the two times t > s of a training pair, on Duo's Gaussian level
