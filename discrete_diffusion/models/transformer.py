@@ -68,6 +68,7 @@ from discrete_diffusion.models.layers import (
     embed_init,
     output_projection,
 )
+from discrete_diffusion.models.remat import remat_module
 
 Array = jax.Array
 Dtype = Any
@@ -110,7 +111,8 @@ class DiffusionTransformer(nn.Module):
       latent_dim: Z, the width of a latent z `[B, Z]` fed through adaLN (VADD); 0 = no latent.
       time_scale: t is multiplied by this before the sinusoidal embedding.
       rotary_base: base of the rotary frequencies.
-      remat: rematerialise each block in the backward pass (saves activation memory).
+      remat: rematerialise each block in the backward pass (saves activation memory; keeps only
+        each block's input: `remat.remat_module`).
       attention_impl: passed to jax.nn.dot_product_attention (None/'xla', or 'cudnn' on GPU),
         or 'blockwise' (models/attention.py: online softmax, no [B, H, L, L] kept).
       dtype: compute dtype of the matmuls (float32 or bfloat16); LayerNorm, softmax, the residual
@@ -312,7 +314,9 @@ class DiffusionTransformer(nn.Module):
             cond = self._conditioning(t, label, B, L, latent)  # [B, Lc, C]
             h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
 
-        block_cls = nn.remat(DiTBlock, static_argnums=(3,)) if self.remat else DiTBlock
+        # remat_module, not nn.remat: XLA's CPU pipeline merges nn.remat's recomputation back
+        # into the forward pass (models/remat.py), which then saves no memory
+        block_cls = remat_module(DiTBlock, static_argnums=(3,)) if self.remat else DiTBlock
         for i in range(self.num_layers):
             h = block_cls(
                 self.num_heads,
