@@ -8,7 +8,9 @@
   few standard errors of the exact gradient of the PL mixture.
 * Direction: with a model exact only for left-to-right contexts the gradient raises the weights
   of the early positions.
-* The ordered sampler: orders follow Plackett-Luce(w), larger w first; exact samples at the TV floor.
+* Sampling goes through the registry with the learned schedule (config.sampler.name =
+  'ordered_first_hitting', 'ancestral', 'psi'); the samplers themselves are proved in
+  tests/test_sampling_per_position.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from discrete_diffusion import losses, methods, processes, schedules
+from discrete_diffusion import config_validation, losses, methods, processes, sampling, schedules
 from discrete_diffusion.methods import learned_order as lo
 from discrete_diffusion.testing import oracle
 
@@ -325,46 +327,25 @@ def test_gradient_raises_the_weights_of_early_positions_for_a_left_to_right_mode
     assert d.mean() + 4 * d.std() / math.sqrt(len(d)) < 0  # the estimator agrees, significantly
 
 
-# ---- the ordered sampler ---------------------------------------------------------------------
-def _uniform_denoiser(x, t):
-    return jnp.zeros(x.shape + (K,))
-
-
-def test_ordered_sampler_orders_follow_plackett_luce():
-    w = jnp.array([0.5, 1.5, 3.0])
-    n = 20000
-    _, nfe, order = jax.jit(lambda k: lo.ordered_first_hitting(k, _uniform_denoiser, w, n, MASK))(
-        jax.random.PRNGKey(0))
-    assert int(nfe) == L
-    order = np.asarray(order)
-    for perm in ORDERS:
-        p = pl_prob(np.asarray(w), perm)
-        freq = np.mean((order == np.array(perm)[None]).all(-1))
-        assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n), (perm, freq, p)
-    # larger w first: w strongly increasing left to right decodes right to left
-    _, _, order = lo.ordered_first_hitting(jax.random.PRNGKey(1), _uniform_denoiser,
-                                           jnp.array([1.0, 30.0, 900.0]), 2000, MASK)
-    assert np.mean((np.asarray(order) == np.array([2, 1, 0])).all(-1)) > 0.9
-
-
-def test_ordered_sampler_with_the_exact_model_is_at_the_tv_floor():
-    n = 20000
-    toks, _, _ = jax.jit(lambda k: lo.ordered_first_hitting(
-        k, oracle.exact_model_fn(P0, processes.masked(K)), jnp.array([0.3, 1.0, 5.0]), n, MASK))(
-        jax.random.PRNGKey(2))
-    tv = oracle.total_variation(oracle.empirical_law(np.asarray(toks), K), P0.reshape(-1))
-    floor = oracle.expected_tv_floor(P0.reshape(-1), n)
-    assert tv < 1.5 * floor, (tv, floor)
-
-
-def test_ordered_sampler_keeps_the_prompt_and_skips_its_calls():
-    prompt = jnp.array([[2, 0, 0]] * 8, jnp.int32)
-    pmask = jnp.array([[True, False, False]] * 8)
-    toks, nfe, order = lo.ordered_first_hitting(
-        jax.random.PRNGKey(3), oracle.exact_model_fn(P0, processes.masked(K)), jnp.ones(L), 8, MASK,
-        prompt_tokens=prompt, prompt_mask=pmask)
-    assert (np.asarray(toks)[:, 0] == 2).all() and int(nfe) == L - 1
-    assert (np.asarray(order)[:, 0] == 0).all()
+def test_order_nll_is_the_autoregressive_nll_along_the_order_of_the_times():
+    """order_nll at fixed uniforms = sum_i -log mu(x_pi(i) | x_pi(<i)) with pi by decreasing
+    T = u^(1/w) (enumerated table of the exact denoiser); its PL average is the NELBO."""
+    w = np.array([0.5, 1.5, 3.0])
+    u = np.array([[0.3, 0.6, 0.9], [0.9, 0.2, 0.5], [0.05, 0.99, 0.4]])
+    x0 = X0S[[5, 13, 26]]
+    args = (jnp.asarray(w), jnp.asarray(x0), jnp.asarray(u), MASK)
+    got = np.asarray(lo.order_nll(prefix_denoiser(), *args))  # order-sensitive model
+    nll = nll_table(prefix_denoiser())
+    for r, a in enumerate([5, 13, 26]):
+        order = np.argsort(-np.log(u[r]) / w)
+        masked, expect = np.ones(L, bool), 0.0
+        for pos in order:
+            expect += nll[a, _pattern_index(masked), pos]
+            masked[pos] = False
+        assert got[r] == pytest.approx(expect, abs=1e-5)
+    # exact denoiser: every order gives -log p(x0)
+    got = np.asarray(lo.order_nll(exact_denoiser(), *args))
+    np.testing.assert_allclose(got, -np.log(P0.reshape(-1)[[5, 13, 26]]), atol=1e-5)
 
 
 # ---- the method through its config -----------------------------------------------------------
@@ -379,6 +360,8 @@ def _synthetic_config(**method):
     config.model.cond_dim = 16
     for k, v in method.items():
         config.method[k] = v
+    if config.method.schedule == "value":
+        config.sampler.name = "ancestral"  # GenMD4's ancestral sampler
     return config
 
 
@@ -402,6 +385,11 @@ def test_method_loss_gradients_and_samples(kind):
     res = m.generate(params, jax.random.PRNGKey(5), 3, 8)
     assert res.tokens.shape == (3, 8) and int(res.tokens.max()) < 6
     assert res.nfe == (8 if kind == "position" else config.sampler.num_steps)
+    if kind == "position":  # the registry's sampler with the learned schedule
+        assert config.sampler.name == "ordered_first_hitting"
+        ref = sampling.generate(jax.random.PRNGKey(5), m.denoise_fn(params), config, 3, 8,
+                                schedule=m.schedule(params))
+        np.testing.assert_array_equal(res.tokens, ref.tokens)
 
 
 def test_method_refuses_bad_fields():
@@ -409,6 +397,16 @@ def test_method_refuses_bad_fields():
         methods.get(_synthetic_config(num_masks=1), 6)
     with pytest.raises(ValueError, match=r"config.method.schedule='time' is not one of"):
         methods.get(_synthetic_config(schedule="time"), 6)
+    config = _synthetic_config()
+    config_validation.validate(config)  # 'ordered_first_hitting' is a registered sampler
+    config.sampler.name = "first_hitting"  # one clock for every position: refused
+    with pytest.raises(ValueError, match=r"config.sampler.name='first_hitting' is not one of "
+                                         r"\['ordered_first_hitting', 'ancestral', 'psi'\]"):
+        config_validation.validate(config)
+    config = _synthetic_config(schedule="value")
+    config.sampler.name = "ordered_first_hitting"
+    with pytest.raises(ValueError, match=r"is not one of \['ancestral'\] .*schedule='value'"):
+        methods.get(config, 6)
 
 
 def test_training_the_schedule_learns_left_to_right_for_a_left_to_right_model():

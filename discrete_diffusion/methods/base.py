@@ -114,7 +114,8 @@ def token_weights(batch: Batch) -> Array:
 
 def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
                      network: Callable[[Params, Array], tuple[Callable, Array]],
-                     variant: str = "") -> Callable:
+                     variant: str = "",
+                     schedule: Callable[[Params], Any] | None = None) -> Callable:
     """A jitted `(params, key) -> (tokens [N, L], nfe)` for the sampler of `config`, kept on
     `owner` per (sampler section, N, L), so repeated sampling (the training loop, `--mode=eval`,
     frontier sweeps) compiles once: the parameters are an argument, not a constant of a closure.
@@ -122,7 +123,10 @@ def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
     `network(params, key) -> (model_fn, sampler_key)` builds the model function inside the trace
     (a method may draw its own randomness from `key`, e.g. VADD's latents) and says which key the
     sampler gets; `variant` names what else `network` depends on (part of the cache key, e.g.
-    VADD's latent mode). Errors of the config are raised before tracing.
+    VADD's latent mode). `schedule(params)`, if given, builds a schedule that replaces
+    config.process's inside the trace (`sampling.make_context(..., schedule=...)`: a learned
+    per-position schedule, methods/learned_order.py). Errors of the config are raised before
+    tracing.
     """
     from discrete_diffusion import sampling
 
@@ -135,7 +139,8 @@ def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
 
         def run(params: Params, key: Array) -> tuple[Array, Array]:
             model_fn, sampler_key = network(params, key)
-            ctx = sampling.make_context(model_fn, config, num_samples, seq_len)
+            sched = schedule(params) if schedule is not None else None
+            ctx = sampling.make_context(model_fn, config, num_samples, seq_len, schedule=sched)
             return sampling.SAMPLERS[ctx.settings["name"]].run(sampler_key, ctx)
 
         fn = cache[cache_key] = jax.jit(run)

@@ -48,15 +48,17 @@ The network gets its gradient from the mean of the n integrands (GenMD4 also ave
 issue #4 notes that this doubles the diffusion-loss samples). The value variant is GenMD4's estimator
 with q's powers indexed by the clean token, w[x_0^l].
 
-Sampling (`generate`; config.sampler.name is *not* read: samples_with_config_sampler = False,
-only temperature / top_k / top_p / categorical). 'position': the ordered first-hitting sampler
-(`ordered_first_hitting`, the paper's Algorithm 1 + FHS): per-position unmasking times T_l =
-u_l^(1/w_l) (P(T_l <= t) = 1 - alpha_{t,l} = t^{w_l}), positions decoded in decreasing T_l, one
-network call per token (at t = T_l). Exact for an exact denoiser. It lives here, not as
-`config.sampler.name = 'ordered_first_hitting'` in sampling/ (the samplers there take one schedule
-from config.process). 'value': the order depends on the values, so GenMD4's ancestral sampler
-(`value_ancestral`): on a grid of `config.sampler.num_steps` steps t -> s a masked token becomes
-k with probability mu_k (t^{w_k} - s^{w_k}) / t^{w_k} and stays masked otherwise.
+Sampling (`generate`). 'position': the samplers of the registry with the learned schedule
+`schedules.PerTokenPolynomial(w)` in place of config.process's (`sampling.generate(...,
+schedule=...)`, compiled once per sampler section with the parameters as an argument):
+`config.sampler.name` = 'ordered_first_hitting' (sampling/ordered_first_hitting.py, the paper's
+Algorithm 1 + FHS: T_l = u_l^(1/w_l), positions decoded in decreasing T_l, one network call per
+token, exact for an exact denoiser), 'ancestral' or 'psi' (per-position alpha in their kernels);
+others are refused (`validate_config`). 'value': the order depends on the values, so GenMD4's
+ancestral sampler (`value_ancestral`, config.sampler.name = 'ancestral'): on a grid of
+`config.sampler.num_steps` steps t -> s a masked token becomes k with probability
+mu_k (t^{w_k} - s^{w_k}) / t^{w_k} and stays masked otherwise. samples_with_config_sampler is
+False: the frontier sweeps samplers (first_hitting) that a per-position schedule does not have.
 """
 
 from __future__ import annotations
@@ -69,10 +71,17 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from discrete_diffusion import losses, processes, sampling
+from discrete_diffusion import losses, processes, sampling, schedules
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.methods import stratified
-from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
+from discrete_diffusion.methods.base import (
+    Batch,
+    MethodBase,
+    Params,
+    compiled_sampler,
+    token_weights,
+    with_sampler,
+)
 from discrete_diffusion.sampling.categorical import categorical, transform_logits
 
 Array = jax.Array
@@ -80,6 +89,8 @@ Array = jax.Array
 DenoiseFn = Callable[[Array, Array], Array]
 
 SCHEDULES = ("position", "value")
+# config.sampler.name per schedule: the registry's per-position samplers; GenMD4's for 'value'
+SAMPLERS = {"position": sampling.PER_POSITION_SAMPLERS, "value": ("ancestral",)}
 DEFAULTS: dict[str, Any] = {
     "schedule": "position",  # 'position' (w [L]) | 'value' (w [K], GenMD4)
     "num_masks": 2,  # masks per sequence at a shared t (REINFORCE-LOO needs >= 2)
@@ -183,56 +194,43 @@ def sequence_terms(
     return jnp.sum(per_tok, axis=-1), log_q, per_tok
 
 
+def order_nll(denoise_fn: DenoiseFn, w: Array, x0: Array, u: Array, mask_id: int) -> Array:
+    """-log p(x_0) `[B]` along one decoding order per row: the Plackett-Luce side of the NELBO.
+
+    With T_l = u_l^(1/w_l) (u `[B, L]` uniforms) the order pi decodes positions by decreasing T
+    (pi ~ PL(w)), and the result is sum_i -log mu(x_0^{pi(i)} | x_0^{pi(<i)}), one network call
+    per position (at t = T_{pi(i)}). For a time-independent denoiser its mean over u is the
+    position NELBO (Garg et al. Prop. 3.1; the enumeration test checks the mixture), with no
+    importance weight in t, so it has a lower variance than `nelbo_samples`. With the same u for
+    two schedules it gives paired estimates (common random numbers). Deviation: for a
+    time-conditioned network this is not the NELBO (the times T are the ones the network sees,
+    but the NELBO also integrates over the times between events).
+    """
+    B, L = x0.shape
+    rows = jnp.arange(B)
+    log_T = jnp.log(jnp.maximum(u, _TINY)) / w
+    order = jnp.argsort(-log_T, axis=-1)
+
+    def body(carry, i):
+        x, total = carry
+        pos = order[:, i]
+        logits = denoise_fn(x, jnp.exp(jnp.minimum(log_T[rows, pos], 0.0)))
+        lp = jax.nn.log_softmax(logits[rows, pos].astype(jnp.float32), axis=-1)
+        total = total - jnp.take_along_axis(lp, x0[rows, pos][:, None], axis=-1)[:, 0]
+        x = x.at[rows, pos].set(x0[rows, pos])
+        return (x, total), None
+
+    x = jnp.full((B, L), mask_id, jnp.int32)
+    (_, total), _ = jax.lax.scan(body, (x, jnp.zeros((B,), jnp.float32)), jnp.arange(L))
+    return total
+
+
 # ---- samplers ------------------------------------------------------------------------------
 def _settings(sampler_config: Any) -> dict:
     get = (lambda k, d: sampler_config.get(k, d)) if sampler_config is not None else (lambda k, d: d)
     return {"temperature": float(get("temperature", 1.0)), "top_k": int(get("top_k", 0)),
             "top_p": float(get("top_p", 1.0)), "categorical": get("categorical", "exact"),
             "num_steps": int(get("num_steps", 128))}
-
-
-def ordered_first_hitting(
-    key: Array, denoise_fn: DenoiseFn, w: Array, num_samples: int, mask_id: int, *,
-    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, method: str = "exact",
-    prompt_tokens: Array | None = None, prompt_mask: Array | None = None,
-) -> tuple[Array, Array, Array]:
-    """Decodes in the learned order: (tokens [N, L], nfe, order [N, L]).
-
-    T_l = u_l^(1/w_l) (u ~ U(0, 1), the transition time of position l: P(T_l <= t) = t^{w_l});
-    order = positions by decreasing T (order[:, 0] decoded first; prompt positions are placed
-    first and not decoded). Step i calls the network once at t = T_{order_i} and draws the token
-    at order_i from its (tempered / filtered) denoiser. NFE = number of steps with a position to
-    decode (L without a prompt). Orders follow Plackett-Luce(w): P(first = l) = w_l / sum w.
-    """
-    L = w.shape[0]
-    rows = jnp.arange(num_samples)
-    k_t, k_v = jax.random.split(key)
-    u = jax.random.uniform(k_t, (num_samples, L), minval=_TINY, maxval=1.0)
-    log_T = jnp.log(u) / w  # log T_l <= 0
-    given = jnp.zeros((num_samples, L), bool) if prompt_mask is None else prompt_mask.astype(bool)
-    log_T = jnp.where(given, 1.0, log_T)
-    order = jnp.argsort(-log_T, axis=-1)
-    x = jnp.full((num_samples, L), mask_id, jnp.int32)
-    if prompt_tokens is not None:
-        x = jnp.where(given, prompt_tokens, x).astype(jnp.int32)
-
-    def body(carry, i):
-        x, nfe = carry
-        pos = order[:, i]
-        need = ~given[rows, pos]
-        t_i = jnp.exp(jnp.minimum(log_T[rows, pos], 0.0))
-
-        def decode(x):
-            logits = denoise_fn(x, t_i)[rows, pos]  # [N, K]
-            lp = transform_logits(logits, temperature, top_k, top_p)
-            val = categorical(jax.random.fold_in(k_v, i), lp, method=method)
-            return jnp.where(need[:, None] & (jnp.arange(L)[None] == pos[:, None]), val[:, None], x)
-
-        x = jax.lax.cond(jnp.any(need), decode, lambda x: x, x)
-        return (x, nfe + jnp.any(need).astype(jnp.int32)), None
-
-    (x, nfe), _ = jax.lax.scan(body, (x, jnp.array(0, jnp.int32)), jnp.arange(L))
-    return x.astype(jnp.int32), nfe, order
 
 
 def value_ancestral(
@@ -278,13 +276,28 @@ class LearnedOrder(MethodBase):
     partition_rules = ((r"(^|/)schedule/theta$", P()),)
     samples_with_config_sampler = False
 
+    @staticmethod
+    def validate_config(config: Any) -> None:
+        """config.method.schedule and the sampler it has (errors name the field and the allowed
+        values): 'position' samples with `sampling.PER_POSITION_SAMPLERS`, 'value' with
+        GenMD4's ancestral sampler ('ancestral')."""
+        section = config.get("method", None)
+        kind = section.get("schedule", DEFAULTS["schedule"]) if section is not None else "position"
+        if kind not in SCHEDULES:
+            raise ValueError(f"config.method.schedule={kind!r} is not one of {list(SCHEDULES)}")
+        sampler = config.get("sampler", None)
+        name = sampler.get("name", "ancestral") if sampler is not None else "ancestral"
+        if name not in SAMPLERS[kind]:
+            raise ValueError(f"config.sampler.name={name!r} is not one of {list(SAMPLERS[kind])} "
+                             f"for config.method.name='learned_order' with config.method.schedule="
+                             f"{kind!r}")
+
     def __init__(self, config: Any, num_classes: int):
+        self.validate_config(config)
         self.config = config
         section = config.get("method", None)
         get = (lambda k: section.get(k, DEFAULTS[k])) if section is not None else DEFAULTS.get
         self.kind = get("schedule")
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"config.method.schedule={self.kind!r} is not one of {list(SCHEDULES)}")
         self.num_masks = int(get("num_masks"))
         if self.num_masks < 2:
             raise ValueError(f"config.method.num_masks={self.num_masks} must be >= 2 "
@@ -385,29 +398,41 @@ class LearnedOrder(MethodBase):
         return jax.lax.map(one, (keys, v.T)).T
 
     # -- sampling
+    def schedule(self, params: Params) -> schedules.PerTokenPolynomial:
+        """The learned per-position schedule alpha_{t,l} = 1 - t^{w_l} ('position' only)."""
+        return schedules.PerTokenPolynomial(self.powers(params))
+
     def generate(self, params: Params, key: Array, num_samples: int, seq_len: int,
                  sampler_config: Any = None, **prompt: Array) -> sampling.SampleResult:
-        """'position': `ordered_first_hitting` (L network calls); 'value': `value_ancestral`
-        (config.sampler.num_steps calls). Reads temperature, top_k, top_p, categorical (and
-        num_steps) of config.sampler, never its name."""
-        s = _settings(with_sampler(self.config, sampler_config).get("sampler", None))
+        """'position': the sampler of config.sampler.name (`SAMPLERS['position']`) with the
+        learned schedule; one jitted sampler per (sampler section, N, L) without a prompt,
+        `sampling.generate` with one. 'value': `value_ancestral` (config.sampler.num_steps calls;
+        reads temperature, top_k, top_p, categorical)."""
+        config = with_sampler(self.config, sampler_config)
+        self.validate_config(config)
+        if self.kind == "position":
+            n_w = params["schedule"]["theta"].shape[0]
+            if n_w != seq_len:
+                raise ValueError(f"the 'position' schedule has {n_w} powers; cannot sample "
+                                 f"seq_len={seq_len}")
+            if prompt:
+                return sampling.generate(key, self.denoise_fn(params), config, num_samples,
+                                         seq_len, schedule=self.schedule(params), **prompt)
+            fn = compiled_sampler(self, config, num_samples, seq_len,
+                                  lambda params, key: (self.denoise_fn(params), key),
+                                  variant="per_position", schedule=self.schedule)
+            tokens, nfe = fn(params, key)
+            return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
+        s = _settings(config.get("sampler", None))
         w = self.powers(params)
         denoise = self.denoise_fn(params)
         opts = {"temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"],
                 "method": s["categorical"], **prompt}
-        if self.kind == "position":
-            if w.shape[0] != seq_len:
-                raise ValueError(f"the 'position' schedule has {w.shape[0]} powers; cannot sample "
-                                 f"seq_len={seq_len}")
-            run = jax.jit(lambda k: ordered_first_hitting(k, denoise, w, num_samples,
-                                                          self.mask_id, **opts)[:2])
-        else:
-            run = jax.jit(lambda k: value_ancestral(k, denoise, w, num_samples, seq_len,
-                                                    self.mask_id, num_steps=s["num_steps"], **opts))
+        run = jax.jit(lambda k: value_ancestral(k, denoise, w, num_samples, seq_len,
+                                                self.mask_id, num_steps=s["num_steps"], **opts))
         tokens, nfe = run(key)
         return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
 
 
-__all__ = ["DEFAULTS", "SCHEDULES", "LearnedOrder", "inverse_softplus", "log_mask_prob",
-           "ordered_first_hitting", "powers", "rates", "rloo_surrogate", "sequence_terms",
-           "value_ancestral"]
+__all__ = ["DEFAULTS", "SAMPLERS", "SCHEDULES", "LearnedOrder", "inverse_softplus", "log_mask_prob",
+           "order_nll", "powers", "rates", "rloo_surrogate", "sequence_terms", "value_ancestral"]

@@ -17,6 +17,8 @@ where the token is given); every sampler keeps those positions and conditions on
 
 Samplers (`config.sampler.name`): 'ancestral' (sampling/ancestral.py), 'psi' (sampling/psi.py:
 Psi predictor-corrector and ReMDM), 'first_hitting' (sampling/first_hitting.py, masked only),
+'ordered_first_hitting' (sampling/ordered_first_hitting.py, masked only: per-position unmasking
+times pre-sampled from the schedule, decoded in decreasing time, one network call per token),
 'informed_pc' (sampling/informed_pc.py: ancestral predictor + Gibbs corrector on the LOO posterior),
 'audm' / 'reaudm' (sampling/absorbing_uniform.py, for the 'uniform_absorbing' process).
 'score_euler' / 'score_tweedie' (sampling/score.py: SEDD's Euler and Tweedie tau-leaping samplers
@@ -32,6 +34,12 @@ other field of `config.sampler` is an error that names it and lists the sampler'
 (`mh_corect`) and a field of another sampler (`tokens_per_step` with 'ancestral') alike, since either
 would otherwise run as if it were absent. Sweeps that switch samplers on one section
 (`evaluation.frontier`) drop the fields of other samplers first (`only_fields_of`).
+
+Per-position schedules (learned decoding orders, methods/learned_order.py): `generate(...,
+schedule=S)` replaces config.process's schedule by S, e.g. `schedules.PerTokenPolynomial(w)` with
+w `[L]` (alpha_{t,l} = 1 - t^{w_l}). 'ancestral', 'psi' (not 'remdm_loop') and
+'ordered_first_hitting' accept it (their kernels read alpha per token); 'first_hitting' (one
+clock for every masked token) and the score samplers are refused (`PER_POSITION_SAMPLERS`).
 
 Which samplers a process has (`PROCESS_SAMPLERS`): 'informed_pc' is refused for 'masked' (the LOO
 posterior it resamples from is undefined at unmasked positions), 'ancestral' / 'psi' / the score
@@ -65,6 +73,7 @@ from discrete_diffusion.sampling import (
     first_hitting,
     guidance,
     informed_pc,
+    ordered_first_hitting,
     psi,
     score,
 )
@@ -77,10 +86,12 @@ __all__ = [
     "SampleResult", "ancestral",
     "categorical", "default_temperature_on", "first_hitting", "generate", "guidance", "informed_pc",
     "only_fields_of", "psi", "sample", "sampler_fields", "sampler_settings", "score", "transform_logits",
+    "PER_POSITION_SAMPLERS", "is_per_position", "make_context", "ordered_first_hitting",
 ]
 
 SAMPLERS = {
     "ancestral": ancestral, "psi": psi, "first_hitting": first_hitting, "informed_pc": informed_pc,
+    "ordered_first_hitting": ordered_first_hitting,
     "audm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_audm),
     "reaudm": types.SimpleNamespace(DEFAULTS=absorbing_uniform.DEFAULTS, run=absorbing_uniform.run_reaudm),
     "score_euler": score.EULER, "score_tweedie": score.TWEEDIE,
@@ -101,7 +112,8 @@ TEMPERATURE_ON = ("output", "loo", "denoiser")
 
 # The samplers of each process (config.process.name); a process not listed here accepts all.
 PROCESS_SAMPLERS: dict[str, tuple[str, ...]] = {
-    "masked": ("ancestral", "psi", "first_hitting", "score_euler", "score_tweedie"),
+    "masked": ("ancestral", "psi", "first_hitting", "ordered_first_hitting", "score_euler",
+               "score_tweedie"),
     "uniform": ("ancestral", "psi", "informed_pc", "score_euler", "score_tweedie"),
     "uniform_absorbing": ("audm", "reaudm"),
 }
@@ -119,6 +131,8 @@ _NOT_FOR: dict[str, str] = {
                    "config.process.name='uniform'",
     "first_hitting": "it simulates the unmasking times of masked diffusion; it needs "
                      "config.process.name='masked'",
+    "ordered_first_hitting": "it simulates the unmasking times of masked diffusion; it needs "
+                             "config.process.name='masked'",
     "audm": "it samples the absorbing reformulation, config.process.name='uniform_absorbing'",
     "reaudm": "it samples the absorbing reformulation, config.process.name='uniform_absorbing'",
 }
@@ -126,6 +140,8 @@ _NOT_FOR_PROCESS: dict[str, str] = {
     "uniform_absorbing": "the state of 'uniform_absorbing' carries the noise ids u and the network "
                          "reads them; its ancestral sampler is 'audm'",
 }
+# The samplers that accept a per-position schedule (`generate(..., schedule=...)`).
+PER_POSITION_SAMPLERS = ("ordered_first_hitting", "ancestral", "psi")
 # The fields of config.process that sampling reads (processes.from_config).
 PROCESS_FIELDS = ("name", "schedule", "schedule_eps", "schedule_power", "num_classes")
 # The fields of config.model that sampling reads; the section holds training fields as well, so only
@@ -248,13 +264,30 @@ def _check_section_fields(config: Any) -> None:
         raise ValueError(f"config.model.time_conditioning={tc!r} must be True or False")
 
 
+def is_per_position(schedule: Any) -> bool:
+    """Whether `schedule` has one alpha per position (a `PerTokenPolynomial` with power `[..., L]`)."""
+    return getattr(schedule, "power", None) is not None and jax.numpy.ndim(schedule.power) >= 1
+
+
 def make_context(
     model_fn: Callable[..., jax.Array], config: Any, num_samples: int, seq_len: int,
     prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
+    schedule: Any = None,
 ) -> Context:
-    """The sampler context of a config (validates process, parameterization and sampler fields)."""
+    """The sampler context of a config (validates process, parameterization and sampler fields).
+
+    `schedule` (None: config.process's) replaces the process's schedule, e.g. a learned
+    per-position `schedules.PerTokenPolynomial(w)`; only `PER_POSITION_SAMPLERS` accept a
+    per-position one (the error names config.sampler.name and lists them)."""
     _check_section_fields(config)
     proc = processes.from_config(config.process)
+    if schedule is not None:
+        proc = dataclasses.replace(proc, schedule=schedule)
+        name = _field(config.get("sampler", None), "name", SAMPLER_DEFAULTS["name"])
+        if is_per_position(schedule) and name not in PER_POSITION_SAMPLERS:
+            raise ValueError(
+                f"config.sampler.name={name!r} assumes one schedule for every position; with a "
+                f"per-position schedule use one of {list(PER_POSITION_SAMPLERS)}")
     model_section = config.get("model", None)
     parameterization = _field(model_section, "parameterization", "denoiser")
     if parameterization not in params_lib.NAMES:
@@ -277,13 +310,16 @@ def generate(
     key: jax.Array, model_fn: Callable[..., jax.Array], config: Any, num_samples: int,
     seq_len: int, *, prompt_tokens: jax.Array | None = None, prompt_mask: jax.Array | None = None,
     params: Any = None,
+    schedule: Any = None,
 ) -> SampleResult:
-    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`.
+    """Samples `num_samples` sequences of length `seq_len` with the sampler of `config`
+    (`schedule`: replaces config.process's, see `make_context`).
     `params`: None, or the parameters of a `model_fn(params, x_t, t, **inputs)`, passed to the
     compiled sampler as an argument (new values reuse it). The compiled sampler is kept per
     (config, N, L, model_fn object) (sampling/compiled.py).
     """
-    ctx = make_context(model_fn, config, num_samples, seq_len, prompt_tokens, prompt_mask)
+    ctx = make_context(model_fn, config, num_samples, seq_len, prompt_tokens, prompt_mask,
+                       schedule)
     tokens, nfe = compiled.run(key, ctx, SAMPLERS[ctx.settings["name"]].run, params)
     return SampleResult(tokens=tokens, nfe=int(nfe))
 

@@ -143,13 +143,26 @@ def loop_alphas(num_steps: int, t_on: float, t_off: float, alpha_on: float) -> t
     return jnp.concatenate([head, hold, tail]), n_head, n_hold
 
 
+def _per_position(proc: InterpolatingProcess) -> bool:
+    """Whether the schedule has one alpha per position (power `[L]`, learned orders)."""
+    power = getattr(proc.schedule, "power", None)
+    return power is not None and jnp.ndim(power) >= 1
+
+
 def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, Array]:
-    """The (t, s, kappa) of every step, each `[num_steps]`."""
+    """The (t, s, kappa) of every step: t, s `[num_steps]`; kappa `[num_steps]`, or
+    `[num_steps, L]` for 'remdm_cap' / 'remdm_rescale' with a per-position schedule (sigma_max
+    and kappa_from_sigma then read alpha_{t,l} per position)."""
     n = settings["num_steps"]
     name = settings["kappa_schedule"]
     if name not in SCHEDULES:
         raise ValueError(f"config.sampler.kappa_schedule={name!r} is not one of {list(SCHEDULES)}")
     step = jnp.arange(n)
+    per_position = _per_position(proc)
+    if name == "remdm_loop" and per_position:
+        raise ValueError("config.sampler.kappa_schedule='remdm_loop' prescribes one alpha path for "
+                         "every position; with a per-position schedule use one of "
+                         f"{[x for x in SCHEDULES if x != 'remdm_loop']}")
     if name == "remdm_loop":
         alphas, n_head, n_hold = loop_alphas(n, settings["t_on"], settings["t_off"], settings["alpha_on"])
         grid = jnp.clip(proc.schedule.inverse(alphas), 0.0, 1.0)
@@ -172,10 +185,15 @@ def schedule(proc: InterpolatingProcess, settings: dict) -> tuple[Array, Array, 
                           jnp.where(step < n_high + n_mid, settings["kappa_middle"], settings["kappa_low"]))
     elif name == "remdm_conf":  # per-position kappa, computed during sampling (`conf_kappa`)
         kappa = jnp.ones((n,))
-    elif name == "remdm_cap":
-        kappa = kappa_from_sigma(proc, t, s, jnp.minimum(settings["eta"], sigma_max(proc, t, s)))
-    else:  # remdm_rescale
-        kappa = kappa_from_sigma(proc, t, s, settings["eta"] * sigma_max(proc, t, s))
+    else:
+        if per_position:  # alpha_{t,l}: kappa per (step, position)
+            t, s = t[:, None], s[:, None]
+        if name == "remdm_cap":
+            kappa = kappa_from_sigma(proc, t, s, jnp.minimum(settings["eta"], sigma_max(proc, t, s)))
+        else:  # remdm_rescale
+            kappa = kappa_from_sigma(proc, t, s, settings["eta"] * sigma_max(proc, t, s))
+        if per_position:
+            t, s = t[:, 0], s[:, 0]
     return t, s, kappa
 
 
@@ -186,7 +204,7 @@ def conf_kappa(
     unmasked = ~proc.is_noisy(x_t)
     eta = jax.nn.softmax(jnp.where(unmasked, -confidence, -jnp.inf), axis=-1)
     eta = jnp.where(unmasked, eta, 0.0)  # all-masked rows: no remasking
-    sigma = eta * sigma_max(proc, t, s)[..., None]
+    sigma = eta * sigma_max(proc, t[..., None], s[..., None])  # [N, 1], or [N, L] per position
     return kappa_from_sigma(proc, t[..., None], s[..., None], sigma)
 
 
