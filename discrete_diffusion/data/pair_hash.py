@@ -17,16 +17,20 @@ Decoding the x half first (in any order inside it), then the y half, every condi
     p(y_i | all x, revealed y's)     = 1[y_i = f(x_i, x_{i+1})]   (a K^2-entry lookup of two
                                                             tokens at fixed offsets n, n + 1)
 
-Any order that reveals a y before its two parents needs p(y_i | partial evidence): the law of
-the y's alone is a hidden Markov chain over the x's (y_i and y_{i+1} share x_{i+1}), so
-p(y_i | revealed y's) is a forward-filtering computation over the whole revealed chain, and a
-masked x_i given revealed y's is an inversion of f through the chain (intersecting fibres
-f^{-1}(y_{i-1}) and f^{-1}(y_i) and propagating): many-token, many-to-one, hard for a small
-network. With one schedule for every position (w = 1) such orders dominate (a given y_i comes
-after both its parents with probability 1/3; all n of them about 3^-n); a learned schedule
-alpha_{t,l} = 1 - t^{w_l} recovers the order by making w larger on the x half than on the y half
-(decoded earlier). The 'reversed' direction puts the y half first, so the recovered order is
-then right-to-left in blocks: what is learned follows the data, not the architecture.
+Orders that reveal y's before their parents need p(y_i | partial evidence): the law of the y's
+alone is a hidden Markov chain over the x's (y_i and y_{i+1} share x_{i+1}), so p(y_i | revealed
+y's) is a forward-filtering computation over the revealed chain, and a masked x_i given revealed
+y's is an inversion of f through the chain (intersecting fibres f^{-1}(y_{i-1}), f^{-1}(y_i)
+and propagating): many-token, many-to-one, hard for a small network. The exception is local: a
+y_i revealed while one parent is known and the other unknown (p(y_i | x_{i+1}) is a row of a
+K x K table of distributions, then x_i | y_i, x_{i+1} is uniform over a fibre) stays easy, so
+the x-first order is the easy one up to such local swaps (the training run of
+benchmarks/learned_order_synthetic.py found one: y_n decoded before x_n). With one schedule for
+every position (w = 1) hard orders dominate (a given y_i comes after both its parents with
+probability 1/3); a learned schedule alpha_{t,l} = 1 - t^{w_l} recovers the order by making w
+larger on the x half than on the y half (decoded earlier). The 'reversed' direction puts the y
+half first, so the recovered order is then right-to-left in blocks: what is learned follows the
+data, not the architecture.
 
 Exact facts: H(X_1:L) = n log K nats per sequence (x uniform, y determined), i.e. log(K)/2 nats
 per token, the floor of any per-sequence NELBO; log p(seq) = -n log K for a sequence with
