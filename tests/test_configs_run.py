@@ -88,6 +88,14 @@ def test_config_trains_evaluates_and_samples(name, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
     summary = report.evaluate_workdir(config, workdir)  # --mode=eval
     assert summary["step"] == 2 and np.isfinite(summary["eval_bpt"])
+    if config.method.name == "vadd":  # every held-out bound, named, in the eval log and summary.json
+        names = ["marginal_nelbo", "trajectory_nelbo", "delbo"]
+        names += ["iw_delbo"] if config.eval.iwae_samples > 1 else []
+        logged = [r for r in rows if r["kind"] == "eval"][-1]
+        for n in names:
+            for k in (f"eval_{n}_bpt", f"eval_{n}_se_bpt"):
+                assert np.isfinite(summary[k]) and np.isfinite(logged[k]), k
+        assert summary["eval_marginal_nelbo_bpt"] == summary["eval_bpt"]  # eval_nelbo: per_step's
     assert (tmp_path / "eval" / "samples.txt").stat().st_size > 0
     texts = training.sample_checkpoint(config, workdir)  # --mode=sample
     assert len(texts) == config.training.num_samples
