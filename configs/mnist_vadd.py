@@ -2,8 +2,9 @@
 pixel-level experiment (BPD 0.075 MDLM -> 0.063 VADD with large models and long training).
 
 A small time-free DiT (MDLM) with a 16-dim latent and a two-layer recognition model; held-out
-bits per dimension from the importance-weighted bound with 8 latents (the DELBO is logged in
-training). For the MDLM baseline at equal training time run the same config with
+bits per dimension: every bound of methods/vadd.py with 8 latents per time (eval_nelbo = the
+per_step sampler's marginal NELBO, eval_trajectory_nelbo, eval_delbo, eval_iw_delbo; the DELBO
+is also logged in training). For the MDLM baseline at equal training time run the same config with
 --config.method.name=diffusion --config.model.latent_dim=0. Samples: ancestral, a fresh z per
 step (the default of config.sampler.latent, left unset so that the MDLM baseline command
 above validates; compare --config.sampler.num_steps=1, 4, 16).

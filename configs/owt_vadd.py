@@ -3,8 +3,9 @@ latent z through adaLN and a recognition transformer of the same size (the paper
 InferDIT pair, ~1.5x the training cost of MDLM).
 
 Choices (the paper's values could not be read): latent_dim 32, KL warm-up over the first 10k
-steps; the held-out bound during training uses 16 importance samples (report the final one with
---config.eval.iwae_samples=1000, the paper's setting). Samples: ancestral, a fresh z per step.
+steps; the held-out bounds during training use 16 latents per time (eval_nelbo = the per_step
+sampler's marginal NELBO; for the paper's IW-DELBO use --config.eval.iwae_samples=1000).
+Samples: ancestral, a fresh z per step.
 """
 
 from configs import owt_absorbing

@@ -2,7 +2,8 @@
 (through adaLN) and a recognition model of the same size, trained with the double ELBO.
 
 The KL weight rises linearly from 0 to 1 over the first 1000 steps (posterior collapse otherwise);
-held-out likelihood is the importance-weighted bound with 8 latents per (t, x_t); the training
+held-out: every bound of methods/vadd.py with 8 latents per (t, x_t) (eval_nelbo = the per_step
+sampler's marginal NELBO; eval_iw_delbo the paper's importance-weighted DELBO); the training
 log carries the DELBO and its two terms (delbo_ce, delbo_kl). Samples: 16 ancestral steps with a
 fresh z per step (VADD's few-step regime; config.sampler.latent='per_trajectory' for one z per
 sample). Training stops after 4000 steps or 8 minutes, then evaluates and samples.
