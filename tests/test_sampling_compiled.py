@@ -71,12 +71,12 @@ def test_params_as_argument_reuse_a_closure_recompiles():
     dd.generate(keys[0], model_fn_params, config, N, L, params=p1)
     out, n = _compiles(lambda: dd.generate(keys[1], model_fn_params, config, N, L, params=p2))
     assert n == 0  # new parameter values: the same compiled sampler
-    closure = lambda x_t, t: model_fn_params(p2, x_t, t)  # noqa: E731
-    ref = dd.generate(keys[1], closure, config, N, L)
-    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
     size = compiled.cache_size()
-    _, n = _compiles(lambda: dd.generate(keys[1], lambda x, t: model_fn_params(p1, x, t), config,
-                                         N, L))
-    assert n > 0  # a new closure is a new model_fn: it compiles (documented)
+    # A closure over the parameters, new on every call, is a new model_fn: it compiles (documented);
+    # it samples what the params form sampled, and its cache entry goes with it (weak reference).
+    ref, n = _compiles(lambda: dd.generate(keys[1], lambda x, t: model_fn_params(p2, x, t),
+                                           config, N, L))
+    assert n > 0
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
     gc.collect()
-    assert compiled.cache_size() == size  # and its entry went with it (weak reference)
+    assert compiled.cache_size() == size

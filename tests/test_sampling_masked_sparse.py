@@ -86,7 +86,9 @@ def exact_law() -> np.ndarray:
     return law[keep]  # itertools order over 0..K-1 per position = row-major K^L
 
 
-@pytest.mark.parametrize("capacity,fn", [(None, model_fn), (1, model_fn), (1, model_fn_at)])
+# (None, model_fn): P = L, the dense branch only; (1, model_fn_at): both branches, logits through
+# output_positions (the gather fallback is checked against it in the first-hitting test below).
+@pytest.mark.parametrize("capacity,fn", [(None, model_fn), (1, model_fn_at)])
 def test_unmask_then_draw_samples_the_dense_step_law(capacity, fn):
     target = exact_law()
     ctx = sampling.make_context(fn, _config(), N, L)
