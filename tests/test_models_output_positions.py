@@ -12,7 +12,7 @@ def test_output_positions_equal_the_full_logits_there():
     B, L, K = 2, 6, 5
     model = DiffusionTransformer(num_classes=K, input_vocab_size=K + 1, num_layers=1, d_model=16,
                                  num_heads=2, cond_dim=8, dropout=0.0)
-    params = model.init(jax.random.key(0), **example_inputs(model, B, L))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), **example_inputs(model, B, L))["params"]
     # Non-zero final layer (it is zero-initialised) so that the check is not vacuous.
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape, np.float32), params)
