@@ -89,10 +89,11 @@ def train_one(name: str, args: argparse.Namespace) -> None:
 
 
 def grid(tokens: np.ndarray, rows: int = 4) -> np.ndarray:
-    """A [rows * 28 + gaps, cols * 28 + gaps] mosaic of binarised 28x28 images `[N, 784]`."""
+    """A [rows * 28 + gaps, cols * 28 + gaps] mosaic of binarised 28x28 images `[N, 784]`
+    (pixels 0 / 1, gaps 0.5)."""
     n = len(tokens)
     cols = -(-n // rows)
-    out = np.ones((rows * 30 - 2, cols * 30 - 2))
+    out = np.full((rows * 30 - 2, cols * 30 - 2), 0.5)
     for k, img in enumerate(tokens.reshape(n, 28, 28)):
         r, c = divmod(k, cols)
         out[r * 30:r * 30 + 28, c * 30:c * 30 + 28] = img
