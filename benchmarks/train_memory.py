@@ -134,8 +134,8 @@ def main(argv):
     print("-" * len(header), flush=True)
     passthrough = [a for a in sys.argv[1:] if a.startswith("--config")]  # file and overrides
     for s in settings:
-        cmd = [sys.executable, os.path.abspath(__file__), f"--random_tokens={FLAGS.random_tokens}", f"--steps={FLAGS.steps}",
-               f"--child={json.dumps(s)}", *passthrough]
+        cmd = [sys.executable, os.path.abspath(__file__), f"--random_tokens={FLAGS.random_tokens}",
+               f"--steps={FLAGS.steps}", f"--child={json.dumps(s)}", *passthrough]
         if FLAGS.dtype:
             cmd.append(f"--dtype={FLAGS.dtype}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
