@@ -13,10 +13,13 @@ alike, which two runs started side by side or one after the other would not guar
 held-out batches with the same keys (`Trainer.evaluate`: the discrete uniform NELBO, a bound for
 both models; Duo's relaxed curriculum loss is not reported because it is not a bound).
 
-configs/shakespeare_duo.py against configs/shakespeare_uniform.py (same network, data, batch,
-optimizer; Duo's `curriculum_steps` is set to --curriculum_fraction of the steps the Duo run is
-expected to take, estimated from its measured time per step after the warm-up, because the
-curriculum is counted in steps and this comparison in seconds).
+Arms (--arms, default all three): 'duo' = configs/shakespeare_duo.py; 'uniform' =
+configs/shakespeare_uniform.py (plain uniform diffusion, denoiser parameterization); 'uniform_loo' =
+the same with the LOO parameterization Duo uses, so duo against uniform_loo differs only in the
+curriculum (same network, data, batch, optimizer). Duo's `curriculum_steps` is set to
+--curriculum_fraction of the steps the Duo run is expected to take, estimated from its measured
+time per step after the warm-up, because the curriculum is counted in steps and this comparison in
+seconds).
 
 Writes <out>/duo_equal_time.json (the curves) and <out>/duo_equal_time.png (bits/char against
 seconds, with +- 1 standard error bands), and prints the table.
@@ -91,9 +94,13 @@ def main(argv: list[str]) -> None:
     p.add_argument("--eval_batches", type=int, default=4)
     p.add_argument("--curriculum_fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arms", nargs="+", default=["duo", "uniform", "uniform_loo"],
+                   choices=["duo", "uniform", "uniform_loo"])
     args, overrides = p.parse_known_args(argv)
 
-    configs = {"duo": shakespeare_duo.get_config(), "uniform": shakespeare_uniform.get_config()}
+    configs = {"duo": shakespeare_duo.get_config(), "uniform": shakespeare_uniform.get_config(),
+               "uniform_loo": shakespeare_uniform.get_config()}
+    configs["uniform_loo"].model.parameterization = "loo"
     for c in configs.values():
         c.training.seed = args.seed
         c.training.max_train_minutes = 0.0
@@ -115,7 +122,9 @@ def main(argv: list[str]) -> None:
         configs["duo"].method.curriculum_steps = max(1, int(args.curriculum_fraction * expected))
     print(f"duo: {sps * 1e3:.0f} ms/step in the probe, about {expected} steps in {args.minutes} "
           f"min; curriculum_steps = {configs['duo'].method.curriculum_steps}", flush=True)
-    runs = [Run(name, configs[name], args.eval_batches) for name in ("duo", "uniform")]
+    if "duo" not in args.arms:
+        raise SystemExit("--arms must include 'duo'")
+    runs = [Run(name, configs[name], args.eval_batches) for name in args.arms]
     for r in runs:
         r.evaluate()
     budget = 60.0 * args.minutes
@@ -136,10 +145,10 @@ def main(argv: list[str]) -> None:
               "curves": {r.name: r.curve for r in runs}}
     with open(os.path.join(args.out, "duo_equal_time.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print("\nseconds   duo (bits/char)       uniform (bits/char)")
-    for a, b in zip(runs[0].curve, runs[1].curve, strict=False):
-        print(f"{a['seconds']:7.0f}   {a['bpt']:.3f} +- {a['se_bpt']:.3f} ({a['steps']:5d})   "
-              f"{b['bpt']:.3f} +- {b['se_bpt']:.3f} ({b['steps']:5d})")
+    print("\nseconds " + "".join(f"  {r.name + ' bits/char (step)':28s}" for r in runs))
+    for rows in zip(*(r.curve for r in runs), strict=False):
+        print(f"{rows[0]['seconds']:7.0f} " + "".join(
+            f"  {c['bpt']:6.3f} +- {c['se_bpt']:.3f} ({c['steps']:5d})     " for c in rows))
     plot(runs, os.path.join(args.out, "duo_equal_time.png"), result["duo_curriculum_steps"])
 
 
@@ -150,7 +159,7 @@ def plot(runs: list[Run], path: str, curriculum_steps: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r, color in zip(runs, ("C0", "C1"), strict=True):
+    for r, color in zip(runs, ("C0", "C1", "C2"), strict=False):
         s = np.array([c["seconds"] for c in r.curve])
         y = np.array([c["bpt"] for c in r.curve])
         e = np.array([c["se_bpt"] for c in r.curve])
@@ -163,6 +172,7 @@ def plot(runs: list[Run], path: str, curriculum_steps: int) -> None:
     ax.set_xlabel("training seconds (each run charged its own steps)")
     ax.set_ylabel("held-out NELBO (bits/char)")
     ax.set_title("Shakespeare: Duo curriculum vs uniform, equal wall-clock")
+    ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
