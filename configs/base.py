@@ -42,6 +42,8 @@ def data_config() -> ml_collections.ConfigDict:
         "synthetic_concentration": 0.5,
         "num_train_sequences": 100_000,
         "num_eval_sequences": 10_000,
+        "pair_hash_vocab_size": 16,
+        "pair_hash_direction": "forward",
         "num_states": ph(int),
     })
 

@@ -57,7 +57,7 @@ def test_loss_decreases(process):
     batches = [next(data.train_iter) for _ in range(4)]
     def nelbo(params, b):
         out = trainer._eval_step(params, trainer.shard_batch(b), jax.random.PRNGKey(1))
-        return float(out["samples"].sum())
+        return float(out["samples"]["nelbo"].sum())
 
     m0 = [nelbo(state.params, b) for b in batches]
     for _ in range(40):
