@@ -160,7 +160,7 @@ def _saving_step(workdir) -> int | None:
 
 
 def test_sigkill_during_async_saves_never_prevents_an_exact_resume(reference, tmp_path):
-    """Three times: start (resuming), wait until this run is saving a checkpoint asynchronously
+    """Twice: start (resuming), wait until this run is saving a checkpoint asynchronously
     (one every step) a random 2 to 6 steps after it resumed, SIGKILL at a random moment of the
     next 0.2 s (inside the save, at its rename, the deletion of the oldest checkpoint or the next
     save); every start resumes from what the kill left, and the finished run's state equals the
@@ -168,7 +168,7 @@ def test_sigkill_during_async_saves_never_prevents_an_exact_resume(reference, tm
     workdir = tmp_path / "killed"
     rng = random.Random(12)
     kills, logs = [], []
-    for i in range(3):
+    for i in range(2):
         start = max(_steps(workdir), default=0) if os.path.isdir(workdir / "checkpoints") else 0
         logs.append(tmp_path / f"stdout_{i}.txt")
         with open(logs[-1], "w") as out:
