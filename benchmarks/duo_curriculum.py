@@ -12,7 +12,10 @@ process. Peak memory is XLA's buffer assignment of the compiled program (tempora
 outputs, `compiled.memory_analysis()`); time is the median of --reps runs after a warm-up. Prints
 each figure and the top-k / dense ratios. The paper's 0.67x memory / 0.75x time are for a whole
 training step of a 170M-parameter model on GPU, where the network dominates; this isolates the
-input.
+input. The whole training step, dense against top-k (XLA memory analysis, peak RSS, step time):
+
+    JAX_PLATFORMS=cpu python benchmarks/train_memory.py --config=configs/owt_duo.py \
+        --random_tokens=50257 --dtype=float32 --batch_sizes=2 --run --steps=2 [--config.method.top_k=8]
 """
 
 from __future__ import annotations
