@@ -2,11 +2,13 @@
 
     python benchmarks/train_throughput.py --config=configs/shakespeare_absorbing.py [--steps=20]
         [--warmup=3] [--mesh=DATA,FSDP,TENSOR] [--dtype=bfloat16] [--remat] [--random_tokens=K]
-        [--peak_tflops=X] [--config.training.batch_size=64 ...]
+        [--peak_tflops=X] [--matmul_size=1024,2048] [--attention=default,xla,blockwise]
+        [--config.training.batch_size=64 ...]
 
-The step is the library's own jitted, sharded train step (`training.Trainer._train_step`), fed one
-batch repeated so that input time is excluded; the median over `--steps` timed steps after
-`--warmup` untimed ones (compilation included in warmup) is reported.
+The step is the library's own jitted, sharded train step (`training.Trainer._train_step_checked`,
+compiled once with `.lower(...).compile()`), fed one batch repeated so that input time is
+excluded; the median over `--steps` timed steps after `--warmup` untimed ones (compilation
+included in warmup) is reported.
 
 Flags beyond the config's own overrides:
     --mesh          'data,fsdp,tensor' sizes (-1 = the rest), i.e. config.mesh.{data,fsdp,tensor}
@@ -18,13 +20,35 @@ Flags beyond the config's own overrides:
 
 Model FLOPs utilisation (MFU) counts the FLOPs the model needs, not what remat recomputes
 (PaLM, appendix B): per token, 6 N for the matmuls (forward 2 N, backward 4 N) with N the
-parameters that enter a matmul (all but the input embedding tables, norms and biases), plus
-12 n_layers L d for attention scores and values (forward 4 L d per layer, backward twice that):
+parameters that enter a matmul with every token (all but the input embedding tables, norms and
+biases, and the conditioning path), plus 12 n_layers L d for attention scores and values
+(forward 4 L d per layer, backward twice that); the conditioning path (the adaLN projections,
+the time and latent MLPs: N_cond parameters) acts on one vector per sequence and adds
+6 N_cond / L per token (with per-position times it acts per token: then this undercounts):
 
-    MFU = tokens/s * (6 N + 12 n_layers L d) / peak FLOP/s
+    MFU = tokens/s * (6 N + 6 N_cond / L + 12 n_layers L d) / peak FLOP/s
 
 The peak is the accelerator's dense bf16 rate (table `PEAK_BF16_TFLOPS` by device kind, or
 `--peak_tflops`); on a CPU none is assumed and MFU is not printed.
+
+Figure of merit on any machine (issue 16): the fraction of the machine's own matmul rate that the
+step achieves, both measured in this process. A jitted square matmul `a @ b` of each
+`--matmul_size` n (fp32, the default; bf16 with `--dtype=bfloat16`) is timed between the timed
+steps (one call or more after every step, `--matmul_runs` in all), so that the two see the same
+load on a shared machine; its rate is 2 n^3 / (median time), the best size is the reference.
+Printed:
+
+    matmul rate      2 n^3 / t_matmul, GFLOP/s (the machine's attainable dense rate for a
+                     model-sized matmul; about 190-210 GFLOP/s fp32 on the shared 2-core CPU)
+    model / matmul   tokens/s * (model FLOPs per token) / matmul rate: the useful work's share
+                     (the goal: at least 60% on the small and the 12-layer model)
+    XLA / matmul     XLA's own FLOP count of the compiled step (`cost_analysis()['flops']`: all
+                     dots, elementwise ops and the optimizer update, remat recomputation
+                     included) / step time / matmul rate, with XLA's 'bytes accessed' beside it
+
+Use `--matmul_size=0` to skip the matmul measurement. `--attention=default,xla` builds one train
+step per attention implementation and alternates their timed steps in this process (the first
+row is the reference of the printed step-time ratios).
 """
 
 from __future__ import annotations
@@ -52,6 +76,13 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "config.model.dtype.")
 flags.DEFINE_boolean("remat", None, "config.model.remat.")
 flags.DEFINE_integer("random_tokens", None, "Random ids in [0, K) instead of the data pipeline.")
 flags.DEFINE_float("peak_tflops", None, "Peak dense bf16 TFLOP/s per device (default: by kind).")
+flags.DEFINE_list("matmul_size", ["1024", "2048"],
+                  "Square matmul sizes n whose rate 2 n^3 / t is measured (0 = none); the best "
+                  "rate is the reference.")
+flags.DEFINE_integer("matmul_runs", 20, "Timed runs per matmul size (median), spread over "
+                     "the steps (at least one after each step).")
+flags.DEFINE_list("attention", None, "config.model.attention_impl values to compare in this "
+                  "process, steps alternating ('default' = None), e.g. default,xla,blockwise.")
 flags.mark_flags_as_required(["config"])
 
 # Dense bf16 peak TFLOP/s per device, from the vendors' datasheets (no sparsity).
@@ -60,6 +91,8 @@ PEAK_BF16_TFLOPS = {
     "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0,
 }
 _EMBEDDINGS = re.compile(r"(^|/)(token_embed|noise_embed|label_embed)/embedding$")
+# Conditioning path: applied to the [B, 1, C] conditioning vector, once per sequence.
+_PER_SEQUENCE = re.compile(r"(^|/)(adaln|time_embed|latent_embed)/")
 
 
 def peak_flops(device_kind: str, override: float | None) -> float | None:
@@ -72,14 +105,56 @@ def peak_flops(device_kind: str, override: float | None) -> float | None:
     return None
 
 
-def model_flops_per_token(params, num_layers: int, seq_len: int, d_model: int) -> tuple[int, float]:
-    """(N, 6 N + 12 n_layers L d): matmul parameters and training FLOPs per token."""
-    n = 0
+def _matmul_fn(n: int, dtype=np.float32):
+    """(compiled f, args): a jitted square matmul of size n (2 n^3 FLOPs), warmed up."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((n, n)), dtype)
+    b = jnp.asarray(rng.standard_normal((n, n)), dtype)
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    jax.block_until_ready(f(a, b))
+    return f, (a, b)
+
+
+def xla_cost(compiled) -> dict:
+    """XLA's cost analysis ('flops', 'bytes accessed', ...) of a compiled function; {} where the
+    backend gives none."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - an optional figure
+        return {}
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return dict(cost or {})
+
+
+def _rate(flops: float) -> str:
+    return f"{flops / 1e12:.2f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
+
+
+def model_flops_per_token(params, num_layers: int, seq_len: int,
+                          d_model: int) -> tuple[int, int, float]:
+    """(N, N_cond, FLOPs per token): the matmul parameters applied to every token, those of the
+    conditioning path applied once per sequence, and 6 N + 6 N_cond / L + 12 n_layers L d."""
+    n = n_cond = 0
     for path, x in jax.tree_util.tree_leaves_with_path(params):
         name = sharding.path_str(path)
         if x.ndim >= 2 and not _EMBEDDINGS.search(name):
-            n += int(np.prod(x.shape))
-    return n, 6.0 * n + 12.0 * num_layers * seq_len * d_model
+            if _PER_SEQUENCE.search(name):
+                n_cond += int(np.prod(x.shape))
+            else:
+                n += int(np.prod(x.shape))
+    flops = 6.0 * n + 6.0 * n_cond / seq_len + 12.0 * num_layers * seq_len * d_model
+    return n, n_cond, flops
+
+
+def _variant(config, impl: str | None):
+    """A copy of `config` with config.model.attention_impl = impl ('default' = None)."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.attention_impl = None if impl in (None, "default") else impl
+    return config
 
 
 def main(argv):
@@ -100,49 +175,97 @@ def main(argv):
     config_validation.validate(config)
     if FLAGS.random_tokens:
         config = config.copy_and_resolve_references()
-        seq_len = int(config.data.seq_len)
-        trainer = training.get_trainer(config, FLAGS.random_tokens, seq_len)
+        seq_len, num_classes, num_labels = int(config.data.seq_len), FLAGS.random_tokens, 0
         rng = np.random.default_rng(0)
         rows = int(config.training.batch_size) // jax.process_count()
         host_batch = {"tokens": rng.integers(0, FLAGS.random_tokens, (rows, seq_len), np.int32)}
     else:
-        config, data, trainer = training.setup(config)
-        seq_len = int(data.seq_len)
+        config, data, _ = training.setup(config)
+        seq_len, num_classes = int(data.seq_len), int(data.num_classes)
+        num_labels = int(data.num_labels or 0)
         host_batch = next(data.train_iter)
-    state = trainer.init_state(int(config.training.seed))
-    batch = trainer.shard_batch(host_batch)
-    t0 = time.time()
-    for _ in range(FLAGS.warmup):
-        state, m = trainer._train_step(state, batch)
-    jax.block_until_ready(m)
-    compile_s = time.time() - t0
-    times = []
-    for _ in range(FLAGS.steps):
-        t = time.time()
-        state, m = trainer._train_step(state, batch)
+    impls = FLAGS.attention or [config.model.get("attention_impl", None) or "default"]
+    runs = []
+    for impl in impls:
+        cfg = _variant(config, impl)
+        config_validation.validate(cfg)
+        trainer = training.get_trainer(cfg, num_classes, seq_len, None, num_labels)
+        state = trainer.init_state(int(cfg.training.seed))
+        batch = trainer.shard_batch(host_batch)
+        t0 = time.time()
+        # Compiled once here: its cost analysis, and the executable that the steps run.
+        compiled = trainer._train_step_checked.lower(state, batch).compile()
+        cost = xla_cost(compiled)
+        step = lambda s, b, c=compiled: c(s, b)[:2]  # noqa: E731
+        for _ in range(FLAGS.warmup):
+            state, m = step(state, batch)
         jax.block_until_ready(m)
-        times.append(time.time() - t)
-    step_s = float(np.median(times))
-    tokens = int(config.training.batch_size) * seq_len
-    tokens_s = tokens / step_s
-    dims = trainer.method.model
-    n_matmul, flops_token = model_flops_per_token(state.params, int(dims.num_layers), seq_len,
-                                                  int(dims.d_model))
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+        runs.append(dict(impl=impl, config=cfg, trainer=trainer, state=state, batch=batch,
+                         step=step, cost=cost, compile_s=time.time() - t0, times=[], m=m))
+    # The matmuls are timed between the steps (one call of each size after every step), so the
+    # step and the matmul see the same load on a shared machine.
+    sizes = [int(n) for n in FLAGS.matmul_size if int(n) > 0]
+    mm_dtype = np.float32 if config.model.dtype == "float32" else jax.numpy.bfloat16
+    matmuls = {n: _matmul_fn(n, mm_dtype) for n in sizes}
+    mm_times = {n: [] for n in sizes}
+    for _ in range(FLAGS.steps):
+        for r in runs:
+            t = time.perf_counter()
+            r["state"], r["m"] = r["step"](r["state"], r["batch"])
+            jax.block_until_ready(r["m"])
+            r["times"].append(time.perf_counter() - t)
+            for n, (f, args) in matmuls.items():
+                for _ in range(max(1, FLAGS.matmul_runs // max(1, FLAGS.steps))):
+                    t = time.perf_counter()
+                    jax.block_until_ready(f(*args))
+                    mm_times[n].append(time.perf_counter() - t)
+    rates = {n: 2.0 * n ** 3 / float(np.median(ts)) for n, ts in mm_times.items()}
+    best = max(rates.values()) if rates else None
     device = jax.devices()[0]
-    print(f"devices={jax.device_count()} ({device.platform}, {device.device_kind}) mesh="
-          f"{dict(trainer.mesh.shape)} dtype={config.model.dtype} remat={config.model.get('remat', False)}")
-    print(f"params={n_params:,} (matmul {n_matmul:,}) layers={dims.num_layers} d={dims.d_model} "
-          f"batch={config.training.batch_size} seq_len={seq_len} loss={float(m['loss']):.4f}")
-    print(f"warmup+compile {compile_s:.2f}s; step {step_s * 1e3:.1f} ms (median of {len(times)}); "
-          f"{1.0 / step_s:.2f} steps/s; {tokens_s:,.0f} tokens/s")
+    tokens = int(config.training.batch_size) * seq_len
     peak = peak_flops(device.device_kind, FLAGS.peak_tflops)
-    achieved = tokens_s * flops_token / jax.device_count()
-    rate = f"{achieved / 1e12:.1f} TFLOP/s" if achieved >= 1e12 else f"{achieved / 1e9:.1f} GFLOP/s"
-    line = f"model FLOPs {flops_token / 1e9:.4g} GFLOP/token; {rate} per device"
-    if peak:
-        line += f"; MFU {100 * achieved / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s (bf16 peak)"
-    print(line)
+    if rates:
+        print("matmul rate (" + np.dtype(mm_dtype).name + ", jitted, median of "
+              f"{len(next(iter(mm_times.values())))}, between the steps): "
+              + ", ".join(f"n={n} {_rate(r)}" for n, r in rates.items()))
+    base_step = None
+    for r in runs:
+        cfg, trainer, state, m = r["config"], r["trainer"], r["state"], r["m"]
+        step_s = float(np.median(r["times"]))
+        base_step = base_step or step_s
+        tokens_s = tokens / step_s
+        dims = trainer.method.model
+        n_matmul, n_cond, flops_token = model_flops_per_token(
+            state.params, int(dims.num_layers), seq_len, int(dims.d_model))
+        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+        print(f"\n[attention_impl={r['impl']}] devices={jax.device_count()} ({device.platform}, "
+              f"{device.device_kind}) mesh={dict(trainer.mesh.shape)} dtype={cfg.model.dtype} "
+              f"remat={cfg.model.get('remat', False)}")
+        print(f"params={n_params:,} (matmul {n_matmul:,} per token, {n_cond:,} per sequence) "
+              f"layers={dims.num_layers} d={dims.d_model} batch={cfg.training.batch_size} seq_len={seq_len} "
+              f"loss={float(m['loss']):.4f}")
+        print(f"warmup+compile {r['compile_s']:.2f}s; step {step_s * 1e3:.1f} ms (median of "
+              f"{len(r['times'])}; {step_s / base_step:.3f}x the first row's); "
+              f"{1.0 / step_s:.2f} steps/s; {tokens_s:,.0f} tokens/s")
+        achieved = tokens_s * flops_token / jax.device_count()
+        line = f"model FLOPs {flops_token / 1e9:.4g} GFLOP/token; {_rate(achieved)} per device"
+        if peak:
+            line += f"; MFU {100 * achieved / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s (bf16 peak)"
+        print(line)
+        # XLA's count is of the whole (possibly multi-device) program; per device as above.
+        xla_flops = float(r["cost"].get("flops", 0.0)) / jax.device_count()
+        xla_bytes = float(r["cost"].get("bytes accessed", 0.0)) / jax.device_count()
+        if xla_flops:
+            print(f"XLA cost analysis: {xla_flops / 1e9:.4g} GFLOP/step "
+                  f"({xla_flops / step_s / 1e9:.1f} GFLOP/s), {xla_bytes / 1e9:.4g} GB "
+                  f"accessed/step; model/XLA FLOPs "
+                  f"{flops_token * tokens / jax.device_count() / xla_flops:.3f}")
+        if best:
+            line = (f"achieved fraction of the matmul rate {_rate(best)}: model FLOPs "
+                    f"{100 * achieved / best:.1f}%")
+            if xla_flops:
+                line += f", XLA FLOPs {100 * xla_flops / step_s / best:.1f}%"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,35 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
                          f"block_kv={block_kv}")
     L = q.shape[1]
     return _attention(q, k, v, bool(causal), min(int(block_q), L), min(int(block_kv), L))
+
+
+def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> Array:
+    """Softmax attention `[B, L, H, Dh]` of q, k, v `[B, L, H, Dh]` written as two batched
+    matmuls over (B, H) and a float32 softmax, the arithmetic of the XLA path of
+    `jax.nn.dot_product_attention` (scores in float32, scaled by 1/sqrt(Dh) after the product,
+    masked keys at -0.7 x float32 max, probabilities cast to v's dtype before the product with v).
+
+    Unlike that path it puts no vmap over head groups around the einsums: there the grouped
+    `[B, H, 1, L, L]` layout made XLA transpose and copy the float32 probability tensor once per
+    layer in the backward pass (`benchmarks/attention_bytes.py` counts the `[B, H, L, L]` arrays
+    of each compiled forward + backward pass). The default implementation."""
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)  # [B, H, L, L]
+    s = s * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
+    if causal:
+        L = q.shape[1]
+        s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
+                      jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", p, v)  # [B, L, H, Dh]
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
+                          implementation: str | None = None) -> Array:
+    """Softmax attention `[B, L, H, Dh]` of q, k, v `[B, L, H, Dh]` (scale 1/sqrt(Dh), float32
+    softmax), by `implementation`: None (`matmul_attention`, the default), 'blockwise'
+    (`blockwise_attention`), 'xla' or 'cudnn' (`jax.nn.dot_product_attention`'s paths)."""
+    if implementation is None:
+        return matmul_attention(q, k, v, causal=causal)
+    if implementation == "blockwise":
+        return blockwise_attention(q, k, v, causal=causal)
+    return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=implementation)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from discrete_diffusion.models.attention import blockwise_attention
+from discrete_diffusion.models.attention import dot_product_attention
 
 Array = jax.Array
 Dtype = Any
@@ -94,10 +94,10 @@ class Attention(nn.Module):
     """Multi-head self-attention with rotary positions; bidirectional, or causal if `causal`.
 
     Params: `qkv/kernel` [D, 3, H, Dh] and `out/kernel` [H, Dh, D] (no biases, as in MDLM's DiT).
-    Softmax in float32 (jax.nn.dot_product_attention); `attention_impl` None/'xla' or 'cudnn',
-    or 'blockwise' (`attention.blockwise_attention`: online softmax over key blocks, no
-    [B, H, L, L] probabilities kept for the backward pass).
-    """
+    Softmax in float32 (`attention.dot_product_attention`); `attention_impl` None (two einsums,
+    `attention.matmul_attention`), 'xla' or 'cudnn' (jax.nn.dot_product_attention's paths), or
+    'blockwise' (`attention.blockwise_attention`: online softmax over key blocks, no
+    [B, H, L, L] probabilities kept for the backward pass)."""
 
     num_heads: int
     causal: bool = False
@@ -105,6 +105,10 @@ class Attention(nn.Module):
     attention_impl: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    @staticmethod
+    def _core(q: Array, k: Array, v: Array, causal: bool, impl: str | None) -> Array:
+        return dot_product_attention(q, k, v, causal=causal, implementation=impl)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -115,12 +119,7 @@ class Attention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, Dh] each
         q = apply_rotary(q, self.rotary_base)
         k = apply_rotary(k, self.rotary_base)
-        if self.attention_impl == "blockwise":
-            h = blockwise_attention(q, k, v, causal=self.causal)  # [B, L, H, Dh]
-        else:
-            h = jax.nn.dot_product_attention(
-                q, k, v, is_causal=self.causal, implementation=self.attention_impl
-            )  # [B, L, H, Dh]
+        h = self._core(q, k, v, self.causal, self.attention_impl)  # [B, L, H, Dh]
         return nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense)(h)  # [B, L, D]
 
 
