@@ -189,15 +189,25 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
 def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> Array:
     """Softmax attention `[B, L, H, Dh]` of q, k, v `[B, L, H, Dh]` written as two batched
     matmuls over (B, H) and a float32 softmax, the arithmetic of the XLA path of
-    `jax.nn.dot_product_attention` (scores in float32, scaled by 1/sqrt(Dh) after the product,
-    masked keys at -0.7 x float32 max, probabilities cast to v's dtype before the product with v).
+    `jax.nn.dot_product_attention` (scores in float32, masked keys at -0.7 x float32 max,
+    probabilities cast to v's dtype before the product with v), except that a float32 q is
+    scaled by 1/sqrt(Dh) before the product instead of the scores after it (equal bit for bit
+    when Dh is a power of 4, e.g. 64; within float32 rounding otherwise).
 
     Unlike that path it puts no vmap over head groups around the einsums: there the grouped
     `[B, H, 1, L, L]` layout made XLA transpose and copy the float32 probability tensor once per
     layer in the backward pass (`benchmarks/attention_bytes.py` counts the `[B, H, L, L]` arrays
     of each compiled forward + backward pass). The default implementation."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if q.dtype == jnp.float32:
+        # Scale q [B, L, H, Dh] rather than the scores [B, H, L, L]: on the CPU the scaled
+        # scores were one more [B, H, L, L] array (a broadcast of the scale fed to the fused
+        # matmul), ~16% of the attention's bytes. Exact when Dh is a power of 4 (scale = 2^-n),
+        # else one float32 rounding of q. Narrower dtypes scale the float32 scores.
+        q = q * jnp.float32(scale)
     s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)  # [B, H, L, L]
-    s = s * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
+    if q.dtype != jnp.float32:
+        s = s * jnp.float32(scale)
     if causal:
         L = q.shape[1]
         s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
