@@ -110,13 +110,23 @@ class Attention(nn.Module):
     def _core(q: Array, k: Array, v: Array, causal: bool, impl: str | None) -> Array:
         return dot_product_attention(q, k, v, causal=causal, implementation=impl)
 
+    def _qkv(self, qkv: nn.DenseGeneral, x: Array) -> tuple[Array, Array, Array]:
+        """q, k, v `[B, L, H, Dh]` of x `[B, L, D]` with the `qkv` kernel [D, 3, H, Dh]: three
+        products with the kernel's slices, not one product sliced afterwards, whose backward
+        pass padded each of the three gradients back to a `[B, L, 3, H, Dh]` array and added
+        them (five such arrays written per layer). The same arithmetic per output element."""
+        if self.is_initializing():
+            qkv(x[:, :1])  # create qkv/kernel as nn.DenseGeneral does
+        kernel = qkv.variables["params"]["kernel"]  # [D, 3, H, Dh]
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        return tuple(jnp.einsum("bld,dhk->blhk", x, kernel[:, i]) for i in range(3))
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         D = x.shape[-1]
         H, Dh = self.num_heads, D // self.num_heads
         dense = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
-        qkv = nn.DenseGeneral((3, H, Dh), name="qkv", **dense)(x)  # [B, L, 3, H, Dh]
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, Dh] each
+        q, k, v = self._qkv(nn.DenseGeneral((3, H, Dh), name="qkv", **dense), x)
         q = apply_rotary(q, self.rotary_base)
         k = apply_rotary(k, self.rotary_base)
         h = self._core(q, k, v, self.causal, self.attention_impl)  # [B, L, H, Dh]
