@@ -1,12 +1,14 @@
 """VADD against MDLM on binarised MNIST at equal training time: held-out bits per dimension
 (every bound of methods/vadd.py, with standard errors) and sample grids at 1, 4 and 16 steps.
 
-    JAX_PLATFORMS=cpu python benchmarks/vadd_mnist.py --workdir=/tmp/vadd_mnist --minutes 10
+    JAX_PLATFORMS=cpu python benchmarks/vadd_mnist.py --workdir=/tmp/vadd_mnist --minutes 30 \
+        --eval-images 128
 
 Trains configs/mnist_vadd.py (method 'vadd') and its MDLM baseline (the same config with
 method.name='diffusion', model.latent_dim=0) *at the same time*, as two processes of this script
 (`--train-one`), each stopped after --minutes of training (config.training.max_train_minutes,
-counted after a first, compiling step), so both see the same machine load; then, in this
+counted after a first, compiling step; each arm waits for the other's compile to end, so the two
+timed windows are the same wall-clock minutes), so both see the same machine load; then, in this
 process, on --eval-images held-out images with --num-t stratified times each (EMA parameters):
 
     MDLM: eval_nelbo (its NELBO);
@@ -17,12 +19,23 @@ process, on --eval-images held-out images with --num-t stratified times each (EM
 in bits per dimension (pixel) with their standard errors (data + Monte Carlo), and draws 16 samples
 per (model, latent mode, steps) with the ancestral sampler at each of --steps, written as 4x4
 image grids to <workdir>/vadd_mnist_samples.png (rows: MDLM, VADD per_step, VADD per_trajectory;
-columns: steps) and <workdir>/grids/<tag>.png, figures to <workdir>/vadd_mnist.json.
+columns: steps) and <workdir>/grids/<tag>.png, figures to <workdir>/vadd_mnist.json (with each
+arm's steps, compile / timed seconds, median steps/s and last logged train metrics, for VADD
+delbo_kl and kl_active_dims).
 
 `--small` (the default; `--no-small` keeps configs/mnist_vadd.py's network) shrinks both networks
 for a shared CPU: 2 layers, d_model 64, 2 heads, cond_dim 32, a 8-dim z, a one-layer recognition
-model, batch 16, EMA decay 0.98 (a short run), KL warm-up --kl-warmup steps (configs/mnist_vadd.py's
-4-layer d=128 network at batch 32 needs ~9 GB of host memory on CPU).
+model, batch 16, EMA decay 0.98 and a 20-step learning-rate warm-up (a run of a few hundred
+steps), KL warm-up --kl-warmup steps, free bits --kl-free-bits (default configs/mnist_vadd.py's
+0.1 nats per latent dimension) (configs/mnist_vadd.py's 4-layer d=128 network at batch 32 needs
+~9 GB of host memory on CPU).
+
+Where the time goes (measured on the shared 2-core CPU): one train step of the --small VADD
+is ~2.6 s alone (MDLM ~2.2 s; ~20-30 s to compile), ~3-5 s with both arms at once, nearly all of
+it in the 784 x 784 self-attention of the 2 + 1 layers (one layer's forward attention at batch
+16 takes ~0.3 s; XLA's and the blockwise implementation alike): there is no evaluation,
+sampling or checkpointing inside the timed loop (eval_every = sample_every = 0), so the steps a
+run gets are set by the machine's load.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import time
 
 import numpy as np
 
+ARMS = ("vadd", "mdlm")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the package and configs/ from this checkout
     sys.path.insert(0, ROOT)
@@ -52,12 +66,14 @@ def make_config(name: str, args: argparse.Namespace):
         c.method.encoder_layers = 1
         c.training.batch_size = 16
         c.training.ema_decay = 0.98
+        c.training.warmup_steps = 20  # a few hundred steps in all: not 100 of them at a low lr
     c.training.kl_warmup_steps = args.kl_warmup
-    c.training.kl_free_bits = args.kl_free_bits
+    if args.kl_free_bits is not None:
+        c.training.kl_free_bits = args.kl_free_bits
     c.training.max_train_minutes = args.minutes
     c.training.num_steps = 1_000_000
     c.training.seed = args.seed
-    c.training.log_every = 25
+    c.training.log_every = 10
     c.training.eval_every = 0  # evaluated afterwards, in the main process
     c.training.sample_every = 0
     c.training.checkpoint_every = 1_000_000
@@ -83,9 +99,38 @@ def train_one(name: str, args: argparse.Namespace) -> None:
     t0 = time.time()
     training.train_and_evaluate(warm, workdir)
     t1 = time.time()
+    # then wait for the other arm to finish compiling too, so that both timed windows are the
+    # same minutes of wall-clock (an earlier run's VADD compiled 2.4 minutes longer than MDLM
+    # and trained on a lighter machine after MDLM had stopped)
+    open(os.path.join(args.workdir, f"{name}.compiled"), "w").close()
+    while not all(os.path.exists(os.path.join(args.workdir, f"{n}.compiled")) for n in ARMS):
+        time.sleep(0.5)
+    t2 = time.time()
     state = training.train_and_evaluate(config, workdir)
     print(json.dumps({"name": name, "steps": int(state.step), "compile_s": t1 - t0,
-                      "train_s": time.time() - t1}))
+                      "barrier_wait_s": t2 - t1, "train_s": time.time() - t2,
+                      "load_average_at_end": os.getloadavg()}))
+
+
+def arm_summary(workdir: str, name: str) -> dict:
+    """The arm's timing line (the last JSON line of <workdir>/<name>.log) and, from its
+    metrics.jsonl, the median steps/s of the timed window and the last logged train metrics."""
+    out: dict = {}
+    with open(os.path.join(workdir, f"{name}.log")) as f:
+        for line in f:
+            if line.startswith("{") and '"compile_s"' in line:
+                out.update(json.loads(line))
+    rows = []
+    with open(os.path.join(workdir, name, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "train" and r["step"] > 1:
+                rows.append(r)
+    if rows:
+        out["median_steps_per_s"] = float(np.median([r["steps_per_s"] for r in rows]))
+        keys = ("step", "nelbo", "bpt", "delbo_ce", "delbo_kl", "kl_active_dims", "kl_weight")
+        out["last_train_log"] = {k: rows[-1][k] for k in keys if k in rows[-1]}
+    return out
 
 
 def grid(tokens: np.ndarray, rows: int = 4) -> np.ndarray:
@@ -103,13 +148,14 @@ def grid(tokens: np.ndarray, rows: int = 4) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--eval-images", type=int, default=64)
     ap.add_argument("--num-t", type=int, default=4)
     ap.add_argument("--latents", type=int, default=4)
-    ap.add_argument("--kl-warmup", type=int, default=200)
-    ap.add_argument("--kl-free-bits", type=float, default=0.0)
+    ap.add_argument("--kl-warmup", type=int, default=50)
+    ap.add_argument("--kl-free-bits", type=float, default=None,
+                    help="config.training.kl_free_bits (default: configs/mnist_vadd.py's 0.1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
@@ -123,14 +169,26 @@ def main() -> None:
         os.makedirs(args.workdir, exist_ok=True)
         argv = [a for a in sys.argv[1:] if a != "--skip-train"]
         load0 = os.getloadavg()
+        for n in ARMS:  # the compile barrier's flags of an earlier run
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(args.workdir, f"{n}.compiled"))
         with contextlib.ExitStack() as stack:
             logs = {n: stack.enter_context(open(os.path.join(args.workdir, f"{n}.log"), "w"))
-                    for n in ("vadd", "mdlm")}
+                    for n in ARMS}
             procs = {n: subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv,
                                           "--train-one", n], stdout=log, stderr=subprocess.STDOUT)
                      for n, log in logs.items()}
+            while any(p.poll() is None for p in procs.values()):
+                failed = [n for n, p in procs.items() if p.poll() not in (None, 0)]
+                if failed:  # the other arm would wait for it at the compile barrier
+                    for p in procs.values():
+                        if p.poll() is None:
+                            p.terminate()
+                    raise SystemExit(f"training {failed[0]} failed: see {args.workdir}/"
+                                     f"{failed[0]}.log")
+                time.sleep(2)
             for n, p in procs.items():
-                if p.wait() != 0:
+                if p.returncode != 0:
                     raise SystemExit(f"training {n} failed: see {args.workdir}/{n}.log")
         results["load_average_before_after"] = [load0, os.getloadavg()]
 
@@ -146,11 +204,12 @@ def main() -> None:
         config, data, trainer, state = training.load_state(config, workdir)
         n_batches = -(-args.eval_images // int(config.data.eval_batch_size))
         ev = trainer.evaluate(state.ema_params, data.eval_batches(n_batches), args.seed)
-        res = {"train_steps": int(state.step)}
+        res = {"train_steps": int(state.step), "training": arm_summary(args.workdir, name)}
         res.update({k: v for k, v in ev.items() if k.endswith("bpt") or k in (
             "eval_sequences", "eval_num_t")})
         results[name] = res
-        print(name, json.dumps({k: round(v, 5) for k, v in res.items()}), flush=True)
+        print(name, json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                                for k, v in res.items()}), flush=True)
         modes = ("per_step", "per_trajectory") if name == "vadd" else (None,)
         for mode in modes:
             for steps in args.steps:
