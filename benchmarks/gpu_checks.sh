@@ -24,10 +24,10 @@ stage() {  # stage LIMIT_SECONDS NAME COMMAND...
 
 stage 30 env bash -c "nvidia-smi -L; $py -c 'import jax, flax, optax; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())'"
 stage 150 sampling_speed $py benchmarks/sampling_speed.py --seq_len 1024 --vocab 32768
-for impl in xla cudnn; do
+for impl in default xla cudnn; do
   stage 90 "throughput_small_L1024_bf16_$impl" $py benchmarks/train_throughput.py \
     --config=configs/owt_absorbing.py --random_tokens=50257 --dtype=bfloat16 \
-    --config.model.attention_impl=$impl --config.training.batch_size=64 --steps=10 --warmup=2
+    --attention=$impl --config.training.batch_size=64 --steps=10 --warmup=2
 done
 # The training system end to end on the GPU (through the methods seam): a short Shakespeare run.
 for name in ${TRAIN_CONFIGS:-shakespeare_absorbing}; do

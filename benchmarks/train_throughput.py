@@ -39,7 +39,8 @@ load on a shared machine; its rate is 2 n^3 / (median time), the best size is th
 Printed:
 
     matmul rate      2 n^3 / t_matmul, GFLOP/s (the machine's attainable dense rate for a
-                     model-sized matmul; about 190-210 GFLOP/s fp32 on the shared 2-core CPU)
+                     model-sized matmul; 185-212 GFLOP/s fp32 on the shared 2-core CPU when
+                     idle, 45 under other runs' load: compare fractions, not rates)
     model / matmul   tokens/s * (model FLOPs per token) / matmul rate: the useful work's share
                      (the goal: at least 60% on the small and the 12-layer model)
     XLA / matmul     XLA's own FLOP count of the compiled step (`cost_analysis()['flops']`: all
