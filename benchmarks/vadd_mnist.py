@@ -28,7 +28,9 @@ for a shared CPU: 2 layers, d_model 64, 2 heads, cond_dim 32, a 8-dim z, a one-l
 model, batch 16, EMA decay 0.98 and a 20-step learning-rate warm-up (a run of a few hundred
 steps), KL warm-up --kl-warmup steps, free bits --kl-free-bits (default configs/mnist_vadd.py's
 0.1 nats per latent dimension) (configs/mnist_vadd.py's 4-layer d=128 network at batch 32 needs
-~9 GB of host memory on CPU).
+~9 GB of host memory on CPU). Both arms take configs/mnist_vadd.py's config.model.pos_embedding
+('rotary+learned': learned absolute positions beside rotary, issue 15) unless --pos-embedding says
+otherwise.
 
 Where the time goes (measured on the shared 2-core CPU): one train step of the --small VADD
 is ~2.6 s alone (MDLM ~2.2 s; ~20-30 s to compile), ~3-5 s with both arms at once, nearly all of
@@ -67,6 +69,8 @@ def make_config(name: str, args: argparse.Namespace):
         c.training.batch_size = 16
         c.training.ema_decay = 0.98
         c.training.warmup_steps = 20  # a few hundred steps in all: not 100 of them at a low lr
+    if args.pos_embedding is not None:
+        c.model.pos_embedding = args.pos_embedding
     c.training.kl_warmup_steps = args.kl_warmup
     if args.kl_free_bits is not None:
         c.training.kl_free_bits = args.kl_free_bits
@@ -158,6 +162,9 @@ def main() -> None:
                     help="config.training.kl_free_bits (default: configs/mnist_vadd.py's 0.1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--pos-embedding", default=None, choices=["rotary", "rotary+learned"],
+                    help="config.model.pos_embedding of both arms (default: configs/mnist_vadd.py's "
+                         "'rotary+learned'; 'rotary' is the README's first, position-blind run)")
     ap.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
     ap.add_argument("--train-one", choices=["vadd", "mdlm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -204,7 +211,8 @@ def main() -> None:
         config, data, trainer, state = training.load_state(config, workdir)
         n_batches = -(-args.eval_images // int(config.data.eval_batch_size))
         ev = trainer.evaluate(state.ema_params, data.eval_batches(n_batches), args.seed)
-        res = {"train_steps": int(state.step), "training": arm_summary(args.workdir, name)}
+        res = {"train_steps": int(state.step), "pos_embedding": config.model.pos_embedding,
+               "training": arm_summary(args.workdir, name)}
         res.update({k: v for k, v in ev.items() if k.endswith("bpt") or k in (
             "eval_sequences", "eval_num_t")})
         results[name] = res

@@ -83,6 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attention_impl = ph(str)
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
     config.model.num_labels = 0  # > 0: class-conditional (label inputs)
+    # 'rotary' (relative positions only) | 'rotary+learned' (also a learned absolute position
+    # table [seq_len, d_model] added to the input embedding; models/transformer.py)
+    config.model.pos_embedding = "rotary"
 
     config.training = ml_collections.ConfigDict()
     config.training.loss = "elbo"  # 'elbo' | 'denoising_ce' | 'loo_ce' | 'score_entropy'

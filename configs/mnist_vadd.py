@@ -28,6 +28,9 @@ def get_config():
     config.model.num_heads = 4
     config.model.cond_dim = 64
     config.model.latent_dim = 16
+    # learned absolute positions beside rotary: without them every pixel gets the same prediction
+    # at the all-masked state and the latent cannot place strokes (issue 15; README)
+    config.model.pos_embedding = "rotary+learned"
     config.model.time_conditioning = False
     config.model.dropout = 0.0
     config.training.batch_size = 32

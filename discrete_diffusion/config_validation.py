@@ -20,7 +20,7 @@ from discrete_diffusion import (
     sharding,
 )
 from discrete_diffusion.data import DATASETS
-from discrete_diffusion.models import ATTENTION_IMPLS, DTYPES, MODELS, SIZES
+from discrete_diffusion.models import ATTENTION_IMPLS, DTYPES, MODELS, POS_EMBEDDINGS, SIZES
 
 LR_SCHEDULES = ("constant", "cosine")
 MODES = ("train", "eval", "sample")
@@ -97,6 +97,8 @@ def validate(config: Any) -> None:
     _choice(config, "model.dtype", list(DTYPES))
     if config.model.get("attention_impl", None) is not None:
         _choice(config, "model.attention_impl", [x for x in ATTENTION_IMPLS if x is not None])
+    if "pos_embedding" in config.model:  # configs/base.py has it; older saved configs not
+        _choice(config, "model.pos_embedding", list(POS_EMBEDDINGS))
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
     if config.model.get("logits_chunk", None) is not None:
         _number(config, "model.logits_chunk", minimum=0, integer=True)

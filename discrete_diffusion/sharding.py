@@ -61,6 +61,8 @@ RULES: tuple[tuple[str, P], ...] = (
     # input embeddings [V, D]: vocabulary over tensor, width over fsdp
     (r"(^|/)(token_embed|noise_embed)/embedding$", P("tensor", "fsdp")),
     (r"(^|/)label_embed/embedding$", P(None, "fsdp")),  # [num_labels + 1, C]
+    # learned absolute positions (config.model.pos_embedding='rotary+learned'), also the encoder's
+    (r"(^|/)pos_embed$", P(None, "fsdp")),  # [max_len, D]
     (r"(^|/)match_embed$", P()),  # [D]
     # attention: qkv column-parallel over heads, out row-parallel
     (r"(^|/)attn/qkv/kernel$", P("fsdp", None, "tensor", None)),  # [D, 3, H, Dh]

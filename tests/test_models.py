@@ -393,3 +393,113 @@ def test_latent_dim_zero_is_todays_network_and_latent_enters_additively():
     config.model.latent_dim = -1
     with pytest.raises(ValueError, match="config.model.latent_dim"):
         get_model(config, K, K + 1)
+
+
+def test_learned_positions_break_the_all_masked_symmetry():
+    """Issue 15. With rotary positions only, an all-masked input gives every position the same
+    output (identical q, k, v rows: attention returns v whatever the rotary scores); with
+    'rotary+learned' a zero table changes nothing, bit for bit, and perturbing the table makes
+    two positions' outputs differ."""
+    x = jnp.full((B, L), K, jnp.int32)  # all masked (mask id K)
+    t = jnp.array([0.3, 0.7])
+    rotary, learned = tiny(), tiny(pos_embedding="rotary+learned")
+    params = random_params(rotary)
+    ref = np.asarray(rotary.apply(params, x, t))
+    np.testing.assert_allclose(ref[:, 3], ref[:, 11], atol=1e-5)
+    np.testing.assert_allclose(ref[:, 0], ref[:, L - 1], atol=1e-5)
+    table = jnp.zeros((L, SIZES["tiny"]["d_model"]), jnp.float32)
+    zero = {"params": {**params["params"], "pos_embed": table}}
+    np.testing.assert_array_equal(np.asarray(learned.apply(zero, x, t)), ref)
+    noise = 0.5 * jax.random.normal(jax.random.key(3), table.shape)
+    moved = {"params": {**params["params"], "pos_embed": table + noise}}
+    out = np.asarray(learned.apply(moved, x, t))
+    assert np.abs(out[:, 3] - out[:, 11]).max() > 1e-3
+    assert np.abs(out[:, 0] - out[:, L - 1]).max() > 1e-3
+    # output_positions (the samplers' few-position calls) read the same positions of the full input
+    pos = jnp.array([[11, 3], [0, 15]], jnp.int32)
+    at = np.asarray(learned.apply(moved, x, t, output_positions=pos))
+    np.testing.assert_allclose(at, np.take_along_axis(out, np.asarray(pos)[..., None], axis=1),
+                               atol=1e-5)
+    # soft inputs get the table too: one-hot weights give the id path
+    soft = jax.nn.one_hot(x, K + 1)
+    np.testing.assert_allclose(np.asarray(learned.apply(moved, None, t, soft_weights=soft)), out,
+                               atol=1e-5)
+
+
+def test_learned_position_parameter_only_when_asked():
+    """'rotary' (the default) has no pos_embed and the same tree as a network built without the
+    field; 'rotary+learned' adds pos_embed [max_len, D] (normal, std 0.02) and leaves every other
+    initial parameter unchanged, bit for bit. get_model takes max_len from the data's seq_len."""
+    x_in = example_inputs(tiny(), B, L)
+    base = tiny().init(jax.random.key(0), **x_in)["params"]
+    rot = tiny(pos_embedding="rotary").init(jax.random.key(0), **x_in)["params"]
+    assert "pos_embed" not in base and "pos_embed" not in rot
+    jax.tree_util.tree_map(np.testing.assert_array_equal, rot, base)
+    lp = tiny(pos_embedding="rotary+learned").init(jax.random.key(0), **x_in)["params"]
+    D = SIZES["tiny"]["d_model"]
+    assert set(lp) - set(base) == {"pos_embed"} and lp["pos_embed"].shape == (L, D)
+    assert 0.01 < float(jnp.std(lp["pos_embed"])) < 0.03
+    jax.tree_util.tree_map(np.testing.assert_array_equal,
+                           {k: v for k, v in lp.items() if k != "pos_embed"}, base)
+    # the table's length is max_len (the data's seq_len): shorter inputs read its first rows,
+    # longer ones raise
+    m = tiny(pos_embedding="rotary+learned", max_len=24)
+    p24 = m.init(jax.random.key(0), **x_in)
+    assert p24["params"]["pos_embed"].shape == (24, D)
+    assert m.apply(p24, **x_in).shape == (B, L, K)
+    with pytest.raises(ValueError, match="sequence length 32 exceeds the 24 rows"):
+        m.apply(p24, **example_inputs(m, B, 32))
+    config = model_config(pos_embedding="rotary+learned")
+    config.data = ml_collections.ConfigDict({"name": "mnist", "seq_len": None})
+    assert get_model(config, 2, 3).max_len == 784  # the dataset's default seq_len
+    config.data.name, config.data.seq_len = "synthetic", 40
+    assert get_model(config, K, K + 1).max_len == 40
+    assert get_model(model_config(), K, K + 1).pos_embedding == "rotary"
+    # sharding: the table follows a rule (the denoiser's and VADD's encoder's)
+    from jax.sharding import PartitionSpec as P
+
+    from discrete_diffusion import sharding
+
+    assert sharding.spec_for("pos_embed", (784, D)) == P(None, "fsdp")
+    assert sharding.spec_for("encoder/pos_embed", (784, D)) == P(None, "fsdp")
+
+
+def test_bad_pos_embedding_raises_naming_the_field():
+    from configs import base as base_config
+    from discrete_diffusion import config_validation
+
+    with pytest.raises(ValueError, match=r"config.model.pos_embedding='learned' is not one of "
+                                         r"\['rotary', 'rotary\+learned'\]"):
+        get_model(model_config(pos_embedding="learned"), K, K + 1)
+    with pytest.raises(ValueError, match=r"pos_embedding='absolute' \(config.model.pos_embedding\)"):
+        tiny(pos_embedding="absolute").init(jax.random.key(0), **example_inputs(tiny(), B, L))
+    config = base_config.get_config()
+    config.model.pos_embedding = "sinusoidal"
+    with pytest.raises(ValueError, match=r"config.model.pos_embedding='sinusoidal' is not one of "
+                                         r"\['rotary', 'rotary\+learned'\]"):
+        config_validation.validate(config)
+
+
+def test_vadd_encoder_gets_the_learned_positions():
+    """configs/mnist_vadd.py asks for 'rotary+learned': both the denoiser and VADD's recognition
+    model have a [784, D] table (shapes only, nothing compiled); the MDLM baseline of the same
+    config too."""
+    from configs import mnist_vadd
+    from discrete_diffusion import methods
+
+    config = mnist_vadd.get_config()
+    assert config.model.pos_embedding == "rotary+learned"
+    config.process.num_classes = 2  # set from the data when training
+    method = methods.get(config, 2)
+    batch = {"tokens": jnp.zeros((1, 784), jnp.int32)}
+    shapes = jax.eval_shape(method.init, jax.random.key(0), batch)
+    D = config.model.d_model
+    assert shapes["network"]["pos_embed"].shape == (784, D)
+    assert shapes["encoder"]["pos_embed"].shape == (784, D)
+    config.model.pos_embedding = "rotary"
+    shapes = jax.eval_shape(methods.get(config, 2).init, jax.random.key(0), batch)
+    assert "pos_embed" not in shapes["network"] and "pos_embed" not in shapes["encoder"]
+    config.model.pos_embedding = "rotary+learned"
+    config.method.name, config.model.latent_dim = "diffusion", 0  # the MDLM baseline
+    shapes = jax.eval_shape(methods.get(config, 2).init, jax.random.key(0), batch)
+    assert shapes["network"]["pos_embed"].shape == (784, D)

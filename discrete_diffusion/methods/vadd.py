@@ -16,7 +16,8 @@ so positions unmasked in one step are coupled through z while each conditional s
 
 The recognition model r_phi(z | x_0, M_t) = N(m_phi, diag s_phi^2) (models/recognition.py, the
 method's params['encoder']): a transformer over x_0 whose adaLN acts only at the masked
-positions M_t of x_t; z = m + s * eps, eps ~ N(0, I) (reparameterised).
+positions M_t of x_t; z = m + s * eps, eps ~ N(0, I) (reparameterised). It takes the denoiser's
+config.model.pos_embedding (with 'rotary+learned' both networks have a learned absolute table).
 
 The double ELBO (DELBO). With w(t) = -alpha'_t / (1 - alpha_t) (1/t for the linear schedule),
 the MDM NELBO of the marginal model is int w(t) E_q(x_t|x_0) [-log p_theta(x_0 | x_t)] dt with
@@ -266,7 +267,8 @@ class VADD(MethodBase):
             num_classes=num_classes, latent_dim=self.latent_dim,
             num_layers=m.num_layers if layers is None else int(layers), d_model=m.d_model,
             num_heads=m.num_heads, cond_dim=m.cond_dim, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-            attention_impl=m.attention_impl, dtype=m.dtype, param_dtype=m.param_dtype)
+            attention_impl=m.attention_impl, pos_embedding=m.pos_embedding, max_len=m.max_len,
+            dtype=m.dtype, param_dtype=m.param_dtype)
 
     @staticmethod
     def validate_config(config: Any) -> None:

@@ -13,6 +13,10 @@
     noise_input        False (True for the uniform_absorbing process)
     num_labels         0 (unconditional); > 0 for class-conditional models
     latent_dim         0 (no latent); Z > 0: the network takes a latent z [B, Z] (VADD)
+    pos_embedding      'rotary' (the default: relative positions only, today's network bit for
+                       bit) | 'rotary+learned' (also a learned absolute table pos_embed
+                       [seq_len, D] added to the input embedding; its length is the data's
+                       seq_len, config.data.seq_len or the dataset's default)
     attention_impl     None | 'xla' | 'cudnn' | 'blockwise' (pure-JAX flash-style attention,
                        models/attention.py: no [B, H, L, L] probabilities kept)
     remat              False | True: recompute each block in the backward pass
@@ -27,6 +31,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from discrete_diffusion.models.transformer import (
+    POS_EMBEDDINGS,
     SIZES,
     AutoregressiveTransformer,
     DiffusionTransformer,
@@ -35,6 +40,7 @@ from discrete_diffusion.models.transformer import (
 )
 
 __all__ = [
+    "POS_EMBEDDINGS",
     "SIZES",
     "AutoregressiveTransformer",
     "DiffusionTransformer",
@@ -57,6 +63,20 @@ def _choice(cfg: Any, field: str, allowed: list | tuple, default: Any = None) ->
     return value
 
 
+def data_seq_len(config: Any) -> int | None:
+    """The data's sequence length: config.data.seq_len, or the dataset's default when it is None;
+    None when the config has no data section (the model then takes the length of its init input)."""
+    data = config.get("data", None)
+    if data is None:
+        return None
+    seq_len = data.get("seq_len", None)
+    if seq_len is None:
+        from discrete_diffusion.data.bundle import DEFAULT_SEQ_LEN
+
+        seq_len = DEFAULT_SEQ_LEN.get(data.get("name", None), None)
+    return None if seq_len is None else int(seq_len)
+
+
 def get_model(config: Any, num_classes: int, input_vocab_size: int) -> DiffusionTransformer:
     """Build the network described by `config.model` (an ml_collections ConfigDict section).
 
@@ -70,6 +90,8 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
     size = _choice(cfg, "size", [*SIZES, "custom"])
     dtype = DTYPES[_choice(cfg, "dtype", list(DTYPES), "float32")]
     attention_impl = _choice(cfg, "attention_impl", ATTENTION_IMPLS, None)
+    pos_embedding = _choice(cfg, "pos_embedding", POS_EMBEDDINGS, "rotary")
+    max_len = data_seq_len(config) if pos_embedding == "rotary+learned" else None
 
     sizes = dict(SIZES[size]) if size != "custom" else {"cond_dim": 128}
     for field in _SIZE_FIELDS:
@@ -111,6 +133,8 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
         noise_input=bool(cfg.get("noise_input", False)),
         num_labels=num_labels,
         latent_dim=latent_dim,
+        pos_embedding=pos_embedding,
+        max_len=max_len,
         remat=bool(cfg.get("remat", False)),
         attention_impl=attention_impl,
         dtype=dtype,

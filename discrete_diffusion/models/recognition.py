@@ -8,7 +8,7 @@ positions only:
 
     e             = mask_embed(R) = fc2(silu(fc1(R)))                              [C]
     (s1, c1, g1, s2, c2, g2) = adaln_b(silu(e))  (per block b, zero-init)           [6D]
-    h             = token_embed(x_0)                                                [B, L, D]
+    h             = token_embed(x_0)  (+ pos_embed[:L] if pos_embedding='rotary+learned')  [B, L, D]
     h = h + (1 + M g1) * attn(norm1(h) (1 + M c1) + M s1)
     h = h + (1 + M g2) * mlp(norm2(h) (1 + M c2) + M s2)           (every block; M = M_t [B, L, 1])
     (m, log s^2)  = head(mean_i norm(h)_i)                                          [B, Z] each
@@ -21,9 +21,16 @@ paper describes (at initialisation, adaln = 0, r ignores M_t until it learns to 
 Pooling is a mean over positions (padding included); the head is zero-initialised, so r starts
 at N(0, I) and the KL term at 0; log s^2 is clipped to [-LOGVAR_LIMIT, LOGVAR_LIMIT].
 
+Positions: rotary in every block and, with `pos_embedding='rotary+learned'` (the denoiser's
+config.model.pos_embedding, passed by methods/vadd.py), a learned absolute table added to the
+token embedding as in the DiT (`transformer.add_learned_positions`): without it the encoder, like
+the denoiser, sees positions only relative to each other and its mean-pooled summary cannot say
+where in the sequence (image) the tokens are.
+
 Parameter names (the tree under params['encoder']; Z = latent_dim):
 
     token_embed/embedding             [K, D]
+    pos_embed                         [max_len, D]    only if pos_embedding='rotary+learned'
     mask_repr                         [C]
     mask_embed/fc1/{kernel,bias}      [C, C], [C]
     mask_embed/fc2/{kernel,bias}      [C, C], [C]
@@ -49,7 +56,11 @@ from discrete_diffusion.models.layers import (
     modulate,
     zeros_init,
 )
-from discrete_diffusion.models.transformer import LatentEmbedder
+from discrete_diffusion.models.transformer import (
+    POS_EMBEDDINGS,
+    LatentEmbedder,
+    add_learned_positions,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -97,6 +108,8 @@ class RecognitionTransformer(nn.Module):
     mlp_ratio: int = 4
     dropout: float = 0.0
     attention_impl: str | None = None
+    pos_embedding: str = "rotary"
+    max_len: int | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -107,6 +120,11 @@ class RecognitionTransformer(nn.Module):
             raise ValueError(f"x0 and mask must both be [B, L], got {x0.shape} and {mask.shape}")
         h = nn.Embed(self.num_classes, self.d_model, param_dtype=self.param_dtype,
                      embedding_init=embed_init, name="token_embed")(x0).astype(jnp.float32)
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise ValueError(f"pos_embedding={self.pos_embedding!r} (config.model.pos_embedding) is "
+                             f"not one of {list(POS_EMBEDDINGS)}")
+        if self.pos_embedding == "rotary+learned":
+            h = add_learned_positions(self, h, self.max_len, self.param_dtype)  # [B, L, D]
         r = self.param("mask_repr", embed_init, (self.cond_dim,), self.param_dtype)
         cond = nn.silu(LatentEmbedder(self.cond_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                                       name="mask_embed")(r))  # [C]

@@ -9,13 +9,22 @@ classes:
     or, with soft inputs instead of x_t (Duo's curriculum; the same token_embed table E):
     h    = sum_j soft_weights[..., j] E[soft_ids[..., j]]       embedding bag, ids/weights [B, L, k]
     h    = soft_weights @ E                                     dense, soft_weights [B, L, V]
+    h    = h + pos_embed[:L]                                    only if pos_embedding='rotary+learned'
     cond = silu(time_embed(t) + label_embed(y) + latent_embed(z))   [B, Lc, C], Lc = 1 or L
          (time term only if time_conditioning; label term only if num_labels > 0; latent term
          only if latent_dim > 0; 0 if none)
     h    = blocks_{num_layers-1}( ... blocks_0(h, cond))       pre-LN, rotary attention, adaLN-zero
     logits = final(h, cond)                                     adaLN LayerNorm + untied projection
 
-There are no learned absolute positions: positions enter only through rotary embeddings. With
+Positions. By default (`pos_embedding='rotary'`) there are no absolute positions: positions
+enter only through rotary embeddings, so the network is equivariant to shifts up to the ends of
+the sequence and, at the all-masked state, every position gets the same prediction (issue 15:
+one-step binarised-MNIST samples are pixel noise whatever the training). `pos_embedding=
+'rotary+learned'` also adds a learned absolute table pos_embed `[max_len, D]` (normal, std 0.02)
+to the input embedding (token ids or soft inputs) before the first block; max_len is the data's
+seq_len (`get_model`; `max_len=None`: the length of the input at init), and an input of length
+L <= max_len reads rows 0..L-1. Positions are those of the full input: `output_positions` gathers
+after the blocks, and prompts are tokens of the full-length x_t, so both work unchanged. With
 `time_conditioning=False` (MDLM, and the AR model) t is ignored and the adaLN projections see a
 zero conditioning vector, so their biases act as learned per-block constants.
 
@@ -23,6 +32,7 @@ Parameter names (the tree under `params`; D = d_model, C = cond_dim, H = num_hea
 Dh = D // H, F = 256 sinusoidal features, V = input_vocab_size, K = num_classes):
 
     token_embed/embedding           [V, D]
+    pos_embed                       [max_len, D]    only if pos_embedding='rotary+learned'
     noise_embed/embedding           [V, D]          only if noise_input
     match_embed                     [D]             only if noise_input
     time_embed/fc1/{kernel,bias}    [F, C], [C]     only if time_conditioning
@@ -73,6 +83,10 @@ from discrete_diffusion.models.remat import remat_module
 Array = jax.Array
 Dtype = Any
 
+# config.model.pos_embedding: 'rotary' (relative positions only; today's network, bit for bit)
+# or 'rotary+learned' (also a learned absolute table added to the input embedding)
+POS_EMBEDDINGS = ("rotary", "rotary+learned")
+
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(num_layers=2, d_model=128, num_heads=4, cond_dim=64),
     "small": dict(num_layers=12, d_model=768, num_heads=12, cond_dim=128),
@@ -95,6 +109,26 @@ class LatentEmbedder(nn.Module):
         return nn.Dense(self.cond_dim, name="fc2", **dense)(h)
 
 
+def add_learned_positions(module: nn.Module, h: Array, max_len: int | None,
+                          param_dtype: Dtype = jnp.float32) -> Array:
+    """h `[B, L, D]` + the learned absolute table `pos_embed` `[max_len, D]` (a parameter of
+    `module`, normal std 0.02; max_len None: L at init) at rows 0..L-1, float32."""
+    length, width = h.shape[1], h.shape[2]
+    if module.has_variable("params", "pos_embed"):
+        table = module.get_variable("params", "pos_embed")
+    else:
+        table = module.param("pos_embed", embed_init, (max_len or length, width), param_dtype)
+    rows = table.shape[0]
+    if max_len is not None and rows != max_len:
+        raise ValueError(f"pos_embed has {rows} rows but max_len={max_len} (the data's "
+                         "seq_len): parameters of a network built for another sequence length")
+    if length > rows:
+        raise ValueError(f"sequence length {length} exceeds the {rows} rows of the learned "
+                         "position table pos_embed (config.model.pos_embedding='rotary+learned' "
+                         "is built for the data's seq_len)")
+    return h.astype(jnp.float32) + table[:length].astype(jnp.float32)[None]
+
+
 class DiffusionTransformer(nn.Module):
     """Bidirectional DiT with rotary attention and adaLN time/label conditioning (see module doc).
 
@@ -109,6 +143,10 @@ class DiffusionTransformer(nn.Module):
       num_labels: number of classes for class conditioning; 0 = unconditional. The label table has
         num_labels + 1 rows; label id `num_labels` is the null label (classifier-free guidance).
       latent_dim: Z, the width of a latent z `[B, Z]` fed through adaLN (VADD); 0 = no latent.
+      pos_embedding: 'rotary' (relative positions only) or 'rotary+learned' (also a learned
+        absolute table pos_embed [max_len, D] added to the input embedding; module doc).
+      max_len: rows of pos_embed (the data's seq_len); None = the input length at init. Only read
+        with pos_embedding='rotary+learned'.
       time_scale: t is multiplied by this before the sinusoidal embedding.
       rotary_base: base of the rotary frequencies.
       remat: rematerialise each block in the backward pass (saves activation memory; keeps only
@@ -134,6 +172,8 @@ class DiffusionTransformer(nn.Module):
     noise_input: bool = False
     num_labels: int = 0
     latent_dim: int = 0
+    pos_embedding: str = "rotary"
+    max_len: int | None = None
     time_scale: float = 1000.0
     rotary_base: float = 10_000.0
     remat: bool = False
@@ -149,6 +189,9 @@ class DiffusionTransformer(nn.Module):
                 f"head dim d_model // num_heads = {self.d_model // self.num_heads} must be even "
                 "(rotary embeddings rotate feature pairs)"
             )
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise ValueError(f"pos_embedding={self.pos_embedding!r} (config.model.pos_embedding) is "
+                             f"not one of {list(POS_EMBEDDINGS)}")
 
     def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int,
                       latent: Array | None = None) -> Array:
@@ -314,6 +357,8 @@ class DiffusionTransformer(nn.Module):
             B, L = x_t.shape
             cond = self._conditioning(t, label, B, L, latent)  # [B, Lc, C]
             h = self._embed_tokens(x_t, None if noise is None else jnp.asarray(noise))  # [B, L, D]
+        if self.pos_embedding == "rotary+learned":
+            h = add_learned_positions(self, h, self.max_len, self.param_dtype)  # [B, L, D]
 
         # remat_module, not nn.remat: XLA's CPU pipeline merges nn.remat's recomputation back
         # into the forward pass (models/remat.py), which then saves no memory
