@@ -392,6 +392,20 @@ def test_method_loss_gradients_and_samples(kind):
         np.testing.assert_array_equal(res.tokens, ref.tokens)
 
 
+def test_denoise_fn_at_output_positions_equals_the_full_logits_there():
+    """The ordered first-hitting sampler's one-position calls read the full network's logits."""
+    m = methods.get(_synthetic_config(), 6)
+    batch = {"tokens": jax.random.randint(jax.random.PRNGKey(0), (3, 8), 0, 6)}
+    params = jax.jit(m.init)(jax.random.PRNGKey(1), batch)
+    x_t = jnp.where(jax.random.bernoulli(jax.random.PRNGKey(2), 0.5, (3, 8)), 6, batch["tokens"])
+    t = jnp.array([0.3, 0.6, 0.9])
+    pos = jnp.array([[0], [7], [4]], jnp.int32)
+    full = m.denoise_fn(params)(x_t, t)
+    at = m.denoise_fn(params)(x_t, t, output_positions=pos)
+    assert at.shape == (3, 1, full.shape[-1])
+    np.testing.assert_allclose(at, jnp.take_along_axis(full, pos[..., None], axis=1), atol=1e-5)
+
+
 def test_method_refuses_bad_fields():
     with pytest.raises(ValueError, match="config.method.num_masks=1 must be >= 2"):
         methods.get(_synthetic_config(num_masks=1), 6)

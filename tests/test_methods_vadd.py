@@ -51,8 +51,11 @@ class ToyVADD(vadd.VADD):
         super().__init__(config, num_classes)
         self.logits_fn, self.posterior_fn = logits_fn, posterior_fn
 
-    def decoder_logits(self, params, x_t, t, z, *, train=False, key=None):
-        return self.logits_fn(x_t, z)
+    def decoder_logits(self, params, x_t, t, z, *, train=False, key=None, output_positions=None):
+        logits = self.logits_fn(x_t, z)
+        if output_positions is None:
+            return logits
+        return jnp.take_along_axis(logits, output_positions[..., None], axis=1)
 
     def encode(self, params, x0, x_t, *, train=False, key=None):
         return self.posterior_fn(x0, x_t)
@@ -294,8 +297,10 @@ def test_per_trajectory_uses_one_latent():
 
     plain = config.copy_and_resolve_references()
     del plain.sampler["latent"]
-    ref = sampling.generate(k_run, lambda x_t, t: method.decoder_logits(params, x_t, t, z), plain,
-                            8, 10)
+    def fixed_z(x_t, t, output_positions=None):
+        return method.decoder_logits(params, x_t, t, z, output_positions=output_positions)
+
+    ref = sampling.generate(k_run, fixed_z, plain, 8, 10)
     res = method.generate(params, key, 8, 10)
     np.testing.assert_array_equal(res.tokens, ref.tokens)
     sc = config.sampler.copy_and_resolve_references()
@@ -577,3 +582,16 @@ def test_held_out_bounds_equal_their_exact_values():
         se = math.sqrt(np.mean(s.var(0, ddof=1)) / s.size)  # of the mean over x_0 and replicates
         assert abs(s.mean() - per_x0[name].mean()) < 4 * se, (name, s.mean(), per_x0[name].mean(), se)
         assert se < 0.02 * per_x0[name].mean()  # the check has teeth
+
+
+def test_decoder_logits_at_output_positions_equal_the_full_logits_there():
+    """The samplers' few-position calls (`output_positions`) read the full decoder's logits."""
+    _, method, batch, params = _tiny_method()
+    x_t = jnp.where(jax.random.bernoulli(jax.random.key(3), 0.5, batch["tokens"].shape),
+                    method.proc.mask_id, batch["tokens"])
+    t = jnp.full((4,), 0.6)
+    z = jax.random.normal(jax.random.key(4), (4, 2))
+    pos = jnp.array([[0, 3], [9, 1], [2, 2], [5, 7]], jnp.int32)
+    full = method.decoder_logits(params, x_t, t, z)
+    at = method.decoder_logits(params, x_t, t, z, output_positions=pos)
+    np.testing.assert_allclose(at, jnp.take_along_axis(full, pos[..., None], axis=1), atol=1e-5)

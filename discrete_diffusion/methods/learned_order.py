@@ -338,8 +338,14 @@ class LearnedOrder(MethodBase):
     def denoise_fn(self, params: Params, *, train: bool = False,
                    key: Array | None = None) -> DenoiseFn:
         rngs = {"dropout": key} if (train and key is not None) else {}
-        return lambda x_t, t: self.model.apply({"params": params["network"]}, x_t, t, train=train,
-                                               rngs=rngs)
+
+        def denoise(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
+            # output_positions [B, P]: logits [B, P, K] there only (the samplers' network_at)
+            at = {} if output_positions is None else {"output_positions": output_positions}
+            return self.model.apply({"params": params["network"]}, x_t, t, train=train,
+                                    rngs=rngs, **at)
+
+        return denoise
 
     # -- training
     def prepare(self, batch: Batch, key: Array) -> Batch:

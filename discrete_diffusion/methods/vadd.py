@@ -309,11 +309,14 @@ class VADD(MethodBase):
 
     # -- the two networks
     def decoder_logits(self, params: Params, x_t: Array, t: Array, z: Array, *,
-                       train: bool = False, key: Array | None = None) -> Array:
-        """Logits `[B, L, K]` of mu_theta(x_t, z, t)."""
+                       train: bool = False, key: Array | None = None,
+                       output_positions: Array | None = None) -> Array:
+        """Logits `[B, L, K]` of mu_theta(x_t, z, t); `[B, P, K]` at `output_positions` `[B, P]`
+        only (the samplers' few-position calls, `sampling.context.Context.network_at`)."""
         rngs = {"dropout": key} if key is not None else {}
+        at = {} if output_positions is None else {"output_positions": output_positions}
         return self.model.apply({"params": params["network"]}, x_t, t, train=train, rngs=rngs,
-                                latent=z)
+                                latent=z, **at)
 
     def encode(self, params: Params, x0: Array, x_t: Array, *, train: bool = False,
                key: Array | None = None) -> tuple[Array, Array]:
@@ -533,12 +536,13 @@ class VADD(MethodBase):
             if mode == "per_trajectory":
                 z = jax.random.normal(k_z, (num_samples, self.latent_dim))
 
-                def model_fn(x_t: Array, t: Array) -> Array:
-                    return self.decoder_logits(params, x_t, t, z)
+                def model_fn(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
+                    return self.decoder_logits(params, x_t, t, z, output_positions=output_positions)
             else:
-                def model_fn(x_t: Array, t: Array) -> Array:
+                def model_fn(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
                     return self.decoder_logits(params, x_t, t,
-                                               step_latents(k_z, t, self.latent_dim))
+                                               step_latents(k_z, t, self.latent_dim),
+                                               output_positions=output_positions)
             return model_fn, k_run
 
         if prompt:  # prompts are checked on their concrete values: the functional path
