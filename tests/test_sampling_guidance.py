@@ -356,3 +356,30 @@ def test_classifier_guidance_with_informed_pc(extra):
     print(f"\nuniform informed_pc {extra}: classifier guidance w=1 TV to p(x|y) {tv:.4f} "
           f"(unguided {tv_unguided:.4f}, floor {oracle.expected_tv_floor(target, n):.4f}, NFE {result.nfe})")
     assert tv < 0.2 * tv_unguided
+
+
+@pytest.mark.parametrize("process,parameterization", [("masked", "denoiser"), ("uniform", "loo")])
+@pytest.mark.parametrize("keyword", [False, True])
+def test_guided_and_conditional_logits_at_output_positions(process, parameterization, keyword):
+    """The samplers' few-position calls (`output_positions`) of the CFG and conditional model_fns
+    read the full guided / conditional logits there, whether or not the network takes the keyword."""
+    proc = dd.processes.from_config(_config(process).process)
+    model = _conditional_model(proc, parameterization)
+    if keyword:
+        full_model = model
+
+        def model(x_t, t, label, output_positions=None):
+            out = full_model(x_t, t, label)
+            if output_positions is None:
+                return out
+            return jnp.take_along_axis(out, output_positions[..., None], axis=1)
+
+    x_t = jax.random.randint(jax.random.key(0), (6, L), 0, proc.num_states)
+    t = jax.random.uniform(jax.random.key(1), (6,))
+    pos = jax.random.randint(jax.random.key(2), (6, 1), 0, L)
+    labels = jnp.array([0, 1, 0, 1, 0, 1])
+    for fn in (guidance.cfg_model_fn(model, proc, parameterization, labels, NULL, 1.7),
+               guidance.conditional_model_fn(model, labels)):
+        full = fn(x_t, t)
+        at = fn(x_t, t, output_positions=pos)
+        np.testing.assert_allclose(at, jnp.take_along_axis(full, pos[..., None], axis=1), atol=1e-5)

@@ -113,7 +113,7 @@ import numpy as np
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import NEG_INF, InterpolatingProcess
 from discrete_diffusion.sampling import ancestral
-from discrete_diffusion.sampling.context import Context
+from discrete_diffusion.sampling.context import Context, accepts_output_positions
 
 Array = jnp.ndarray
 
@@ -174,23 +174,45 @@ def cfg_model_fn(
     """
     label = jnp.asarray(label, jnp.int32)
 
-    def guided(x_t: Array, t: Array, **inputs: Array) -> Array:
+    def guided(x_t: Array, t: Array, output_positions: Array | None = None,
+               **inputs: Array) -> Array:
+        # output_positions [N, P]: the guided logits [N, P, K] there only (the conversion and the
+        # mix act per position, so x_t is gathered there too)
         n = x_t.shape[0]
         labels = jnp.concatenate([jnp.broadcast_to(label, (n,)), jnp.full((n,), null_label, jnp.int32)])
         double = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), (x_t, t, inputs))
-        logits = model_fn(double[0], double[1], label=labels, **double[2])
-        log_mu = params_lib.convert(proc, parameterization, "denoiser", logits, *double[:2])
+        x2, t2, inputs2 = double
+        if output_positions is None:
+            logits = model_fn(x2, t2, label=labels, **inputs2)
+        else:
+            pos2 = jnp.concatenate([output_positions, output_positions])
+            logits = _at_positions(model_fn, pos2, x2, t2, label=labels, **inputs2)
+            x2 = jnp.take_along_axis(x2, pos2, axis=1)
+        log_mu = params_lib.convert(proc, parameterization, "denoiser", logits, x2, t2)
         return cfg_mix(log_mu[:n], log_mu[n:], weight)
 
     return guided
+
+
+def _at_positions(model_fn: Callable[..., Array], positions: Array, x_t: Array, t: Array,
+                  **inputs: Array) -> Array:
+    """model_fn's logits `[N, P, K]` at `positions` `[N, P]`: through its `output_positions`
+    keyword when it has one, else the full logits gathered."""
+    if accepts_output_positions(model_fn):
+        return model_fn(x_t, t, output_positions=positions, **inputs)
+    return jnp.take_along_axis(model_fn(x_t, t, **inputs), positions[..., None], axis=1)
 
 
 def conditional_model_fn(model_fn: Callable[..., Array], label: Array) -> Callable[..., Array]:
     """`model_fn(x_t, t, **inputs)` of the conditional network at a fixed label `[N]` (or scalar)."""
     label = jnp.asarray(label, jnp.int32)
 
-    def conditional(x_t: Array, t: Array, **inputs: Array) -> Array:
-        return model_fn(x_t, t, label=jnp.broadcast_to(label, (x_t.shape[0],)), **inputs)
+    def conditional(x_t: Array, t: Array, output_positions: Array | None = None,
+                    **inputs: Array) -> Array:
+        labels = jnp.broadcast_to(label, (x_t.shape[0],))
+        if output_positions is None:
+            return model_fn(x_t, t, label=labels, **inputs)
+        return _at_positions(model_fn, output_positions, x_t, t, label=labels, **inputs)
 
     return conditional
 
