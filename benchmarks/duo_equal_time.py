@@ -40,39 +40,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/ (and the package, when it is not installed)
 
-from discrete_diffusion import training  # noqa: E402
-
-
-class Run:
-    """One config's trainer, state, data and clock (seconds of its own training steps)."""
-
-    def __init__(self, name: str, config, eval_batches: int):
-        self.name = name
-        self.config, self.data, self.trainer = training.loop.setup(config)
-        self.state = self.trainer.init_state(int(self.config.training.seed))
-        self.eval_batches = eval_batches
-        self.seconds, self.steps, self.curve = 0.0, 0, []
-        self.step()  # compile outside the clock
-        self.steps = 0
-
-    def step(self) -> None:
-        self.state, _ = self.trainer.train_step(self.state, next(self.data.train_iter))
-        self.steps += 1
-
-    def train_for(self, seconds: float) -> None:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            self.step()
-            jax.block_until_ready(self.state.step)  # no queue of dispatched steps past the chunk
-        self.seconds += time.perf_counter() - t0
-
-    def evaluate(self) -> dict:
-        ev = self.trainer.evaluate(self.state.ema_params,
-                                   self.data.eval_batches(self.eval_batches), seed=1234)
-        row = {"seconds": self.seconds, "steps": self.steps, "bpt": ev["eval_bpt"],
-               "se_bpt": ev["eval_se_bpt"]}
-        self.curve.append(row)
-        return row
+from equal_time import Run  # noqa: E402  (benchmarks/, this script's folder, is on sys.path)
 
 
 def seconds_per_step(run: Run, n: int = 5) -> float:

@@ -73,9 +73,9 @@ class Run:
         self.state = self.trainer.init_state(int(self.config.training.seed))
         self.eval_batches = eval_batches
         self.seconds, self.steps, self.curve = 0.0, 0, []
-        self._step()  # compile outside the clock (counted as a step: the optimizer took it)
+        self.step()  # compile outside the clock (counted as a step: the optimizer took it)
 
-    def _step(self) -> None:
+    def step(self) -> None:
         self.state, _ = self.trainer.train_step(self.state, next(self.data.train_iter))
         self.steps += 1
 
@@ -86,7 +86,7 @@ class Run:
     def train_for(self, seconds: float) -> None:
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds and not self.done_steps:
-            self._step()
+            self.step()
             jax.block_until_ready(self.state.step)  # no queue of dispatched steps past the chunk
         self.seconds += time.perf_counter() - t0
 
