@@ -4,6 +4,8 @@
     inputs = (BOS, x_0^1, ..., x_0^{L-1}) with BOS = K (`models.ar_inputs`)
     loss   = (1 / (B L)) sum_{b, i} w_bi (-log p_theta(x_0^i | x_0^{<i}))
 
+With `config.model.logits_chunk` = c > 0 the output projection and the per-token NLL run over
+rematerialised chunks of c positions (`methods.chunked`), so no `[B, L, K]` logits exist whole.
 The per-token NLL is exact, so `nelbo_samples` returns one sample per sequence ([B, 1]) whatever
 num_t, and evaluation reports the model's exact likelihood in the diffusion models' units.
 Samples come from `sampling.autoregressive.generate_autoregressive` with the sampler section's
@@ -19,10 +21,17 @@ import jax.numpy as jnp
 
 from discrete_diffusion import models as models_lib
 from discrete_diffusion import sampling
+from discrete_diffusion.methods import chunked
 from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
 from discrete_diffusion.sampling.autoregressive import generate_autoregressive
 
 Array = jax.Array
+
+
+def token_nll(logits: Array, x0: Array) -> Array:
+    """-log softmax(logits)[x0] `[B, l]` for logits `[B, l, K]` (float32)."""
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
 
 
 class Autoregressive(MethodBase):
@@ -33,6 +42,7 @@ class Autoregressive(MethodBase):
     def __init__(self, config: Any, num_classes: int):
         self.config = config
         self.bos_id = num_classes
+        self.logits_chunk = chunked.logits_chunk(config)
         self.model = models_lib.get_model(config, num_classes, num_classes + 1)
 
     def init(self, key: Array, example_batch: Batch) -> Params:
@@ -49,10 +59,18 @@ class Autoregressive(MethodBase):
                       train: bool = False) -> Array:
         """-log p(x_0^i | x_0^{<i}) `[B, L]` (unweighted)."""
         x0 = batch["tokens"]
-        logits = self.next_token_logits(params, models_lib.ar_inputs(x0, self.bos_id), train=train,
-                                        key=key)
-        log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+        inputs = models_lib.ar_inputs(x0, self.bos_id)
+        if self.logits_chunk > 0:
+            rngs = {"dropout": key} if key is not None else {}
+            h = self.model.apply({"params": params["network"]}, inputs, train=train, rngs=rngs,
+                                 return_hidden=True)  # [B, L, D]
+
+            def chunk(out_params: Params, h_c: Array, x0_c: Array) -> Array:
+                return token_nll(self.model.project_hidden(out_params, h_c), x0_c)
+
+            out_params = {"final": {"out": params["network"]["final"]["out"]}}
+            return chunked.position_chunks(chunk, self.logits_chunk, out_params, h, x0)
+        return token_nll(self.next_token_logits(params, inputs, train=train, key=key), x0)
 
     def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,
              step: Array | None = None) -> tuple[Array, dict]:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from discrete_diffusion import losses, processes, sampling
 from discrete_diffusion import models as models_lib
-from discrete_diffusion.methods import stratified
+from discrete_diffusion.methods import chunked, stratified
 from discrete_diffusion.methods.base import (
     Batch,
     MethodBase,
@@ -61,11 +61,7 @@ class Diffusion(MethodBase):
         self.loss_name = config.training.get("loss", "elbo")
         self.t_min = float(config.training.get("t_min", 1e-3))
         self.label_dropout = float(config.training.get("label_dropout", 0.0))
-        self.logits_chunk = config.model.get("logits_chunk", 0) or 0
-        if isinstance(self.logits_chunk, bool) or not isinstance(self.logits_chunk, int) or (
-                self.logits_chunk < 0):
-            raise ValueError(f"config.model.logits_chunk={self.logits_chunk!r} must be an int >= 0 "
-                             "(0: whole logits; c > 0: chunks of c positions)")
+        self.logits_chunk = chunked.logits_chunk(config)
         self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
 
     # -- parameters
@@ -139,34 +135,13 @@ class Diffusion(MethodBase):
         L need not be a multiple of c: the last L mod c positions form one smaller chunk."""
         out_params = {"final": {"out": params["network"]["final"]["out"]}}
 
-        @jax.checkpoint
-        def chunk(out_params, h_c, x0_c, x_t_c, extras_c, t):
+        def chunk(shared, h_c, x0_c, x_t_c, extras_c):
+            out_params, t = shared
             logits = self.model.project_hidden(out_params, h_c)  # [B, c, K] float32
             return self._token_losses(logits, x0_c, x_t_c, t, extras_c)
 
-        B, L = x0.shape
-        c = min(self.logits_chunk, L)
-        n, rest = divmod(L, c)
-        head = n * c
-        if n == 1 and rest == 0:
-            return chunk(out_params, h, x0, x_t, extras, t)
-
-        def split(a: Array) -> Array:  # [B, n c, ...] -> [n, B, c, ...]
-            return jnp.swapaxes(a[:, :head].reshape((B, n, c) + a.shape[2:]), 0, 1)
-
-        def merge(a: Array) -> Array:  # [n, B, c] -> [B, n c]
-            return jnp.swapaxes(a, 0, 1).reshape(B, head)
-
-        loss, nelbo = jax.lax.map(
-            lambda xs: chunk(out_params, *xs, t),
-            (split(h), split(x0), split(x_t), jax.tree.map(split, extras)))
-        loss, nelbo = merge(loss), merge(nelbo)
-        if rest:
-            tail = jax.tree.map(lambda a: a[:, head:], (h, x0, x_t, extras))
-            loss_r, nelbo_r = chunk(out_params, *tail, t)
-            loss = jnp.concatenate([loss, loss_r], axis=1)
-            nelbo = jnp.concatenate([nelbo, nelbo_r], axis=1)
-        return loss, nelbo
+        return chunked.position_chunks(chunk, self.logits_chunk, (out_params, t), h, x0, x_t,
+                                       extras)
 
     def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,
              step: Array | None = None) -> tuple[Array, dict]:
