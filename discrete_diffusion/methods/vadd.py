@@ -134,7 +134,7 @@ from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import losses, processes, sampling
 from discrete_diffusion import models as models_lib
-from discrete_diffusion.methods import stratified
+from discrete_diffusion.methods import chunked, stratified
 from discrete_diffusion.methods.base import (
     Batch,
     MethodBase,
@@ -260,6 +260,7 @@ class VADD(MethodBase):
         ev = config.get("eval", None)
         self.num_iwae = int(ev.get("iwae_samples", 0)) if ev is not None else 0
         self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
+        self.logits_chunk = chunked.logits_chunk(config)  # training CE in chunks (c > 0)
         self.latent_dim = self.model.latent_dim
         m = self.model
         layers = config.method.get("encoder_layers", None)
@@ -336,6 +337,19 @@ class VADD(MethodBase):
         k_enc, k_dec = jax.random.split(key) if key is not None else (None, None)
         mean, logvar = self.encode(params, x0, x_t, train=train, key=k_enc)
         z = reparameterize(mean, logvar, eps)
+        if self.logits_chunk > 0:  # no [B, L, K] logits whole (methods/chunked.py)
+            rngs = {"dropout": k_dec} if k_dec is not None else {}
+            h = self.model.apply({"params": params["network"]}, x_t, t, train=train, rngs=rngs,
+                                 latent=z, return_hidden=True)  # [B, L, D]
+
+            def chunk(shared: tuple, h_c: Array, x0_c: Array, x_t_c: Array) -> Array:
+                out_params, t = shared
+                logits = self.model.project_hidden(out_params, h_c)  # [B, c, K]
+                return losses.masked_nelbo(self.proc, logits, x0_c, x_t_c, t[:, None])
+
+            out_params = {"final": {"out": params["network"]["final"]["out"]}}
+            ce = chunked.position_chunks(chunk, self.logits_chunk, (out_params, t), h, x0, x_t)
+            return ce, mean, logvar
         logits = self.decoder_logits(params, x_t, t, z, train=train, key=k_dec)
         return losses.masked_nelbo(self.proc, logits, x0, x_t, t[:, None]), mean, logvar
 
