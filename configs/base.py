@@ -81,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
     # None (XLA) | 'xla' | 'cudnn' (GPU flash attention) | 'blockwise' (pure-JAX online softmax,
     # no [B, H, L, L] probabilities kept for the backward; models/attention.py)
     config.model.attention_impl = ph(str)
+    config.model.attention_block = 512  # attention_impl='blockwise': queries/keys per block
     config.model.noise_input = False  # True for process 'uniform_absorbing' (the network sees u)
     config.model.num_labels = 0  # > 0: class-conditional (label inputs)
     # 'rotary' (relative positions only) | 'rotary+learned' (also a learned absolute position

@@ -97,6 +97,10 @@ def validate(config: Any) -> None:
     _choice(config, "model.dtype", list(DTYPES))
     if config.model.get("attention_impl", None) is not None:
         _choice(config, "model.attention_impl", [x for x in ATTENTION_IMPLS if x is not None])
+    block = config.model.get("attention_block", 512)
+    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
+        raise ValueError(f"config.model.attention_block={block!r} must be an int > 0 (queries and "
+                         "keys per block of attention_impl='blockwise')")
     if "pos_embedding" in config.model:  # configs/base.py has it; older saved configs not
         _choice(config, "model.pos_embedding", list(POS_EMBEDDINGS))
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)

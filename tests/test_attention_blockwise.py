@@ -62,8 +62,15 @@ def test_transformer_with_blockwise_attention_gives_the_same_logits():
                                        for x, kk in zip(leaves, keys, strict=True)])
     x = jax.random.randint(jax.random.key(2), (2, 5), 0, 8)
     t = jnp.array([0.3, 0.8])
-    a, b = jax.jit(lambda p: [m.apply({"params": p}, x, t) for m in (plain, blockwise)])(params)
+    small = DiffusionTransformer(**kw, attention_impl="blockwise", attention_block=2)
+    a, b, c = jax.jit(lambda p: [m.apply({"params": p}, x, t)
+                                 for m in (plain, blockwise, small)])(params)
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    # config.model.attention_block reaches the attention: blocks of 2 on L = 5 (3 x 3 block
+    # pairs, the last ones padded), same logits; the [.., 2, 2] score blocks are in its jaxpr
+    np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-5)
+    assert ",2,2]" in str(jax.make_jaxpr(lambda p: small.apply({"params": p}, x, t))(params))
+    assert ",2,2]" not in str(jax.make_jaxpr(lambda p: blockwise.apply({"params": p}, x, t))(params))
 
 
 def test_attention_impl_is_validated_and_names_allowed_values():
@@ -73,4 +80,16 @@ def test_attention_impl_is_validated_and_names_allowed_values():
     config.model.attention_impl = "flash"
     for check in (lambda: config_validation.validate(config), lambda: get_model(config, 5, 6)):
         with pytest.raises(ValueError, match=r"config.model.attention_impl='flash'.*'blockwise'"):
+            check()
+
+
+@pytest.mark.parametrize("block", [0, -4, True])  # (a float: ConfigDict refuses it itself)
+def test_attention_block_is_validated(block):
+    config = synthetic_absorbing.get_config()
+    config.model.attention_impl = "blockwise"
+    config.model.attention_block = 64
+    assert get_model(config, 5, 6).attention_block == 64
+    config.model.attention_block = block
+    for check in (lambda: config_validation.validate(config), lambda: get_model(config, 5, 6)):
+        with pytest.raises(ValueError, match="config.model.attention_block"):
             check()

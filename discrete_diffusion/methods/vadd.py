@@ -268,7 +268,8 @@ class VADD(MethodBase):
             num_classes=num_classes, latent_dim=self.latent_dim,
             num_layers=m.num_layers if layers is None else int(layers), d_model=m.d_model,
             num_heads=m.num_heads, cond_dim=m.cond_dim, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-            attention_impl=m.attention_impl, pos_embedding=m.pos_embedding, max_len=m.max_len,
+            attention_impl=m.attention_impl, attention_block=m.attention_block,
+            pos_embedding=m.pos_embedding, max_len=m.max_len,
             dtype=m.dtype, param_dtype=m.param_dtype)
 
     @staticmethod

@@ -19,6 +19,7 @@
                        seq_len, config.data.seq_len or the dataset's default)
     attention_impl     None | 'xla' | 'cudnn' | 'blockwise' (pure-JAX flash-style attention,
                        models/attention.py: no [B, H, L, L] probabilities kept)
+    attention_block    512: queries and keys per block of 'blockwise' (cut to L when longer)
     remat              False | True: recompute each block in the backward pass
 
 Other fields of `config.model` (e.g. `parameterization`) are ignored here.
@@ -90,6 +91,11 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
     size = _choice(cfg, "size", [*SIZES, "custom"])
     dtype = DTYPES[_choice(cfg, "dtype", list(DTYPES), "float32")]
     attention_impl = _choice(cfg, "attention_impl", ATTENTION_IMPLS, None)
+    attention_block = cfg.get("attention_block", 512)
+    if isinstance(attention_block, bool) or not isinstance(attention_block, int) or (
+            attention_block <= 0):
+        raise ValueError(f"config.model.attention_block={attention_block!r} must be an int > 0 "
+                         "(queries and keys per block of attention_impl='blockwise')")
     pos_embedding = _choice(cfg, "pos_embedding", POS_EMBEDDINGS, "rotary")
     max_len = data_seq_len(config) if pos_embedding == "rotary+learned" else None
 
@@ -137,6 +143,7 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
         max_len=max_len,
         remat=bool(cfg.get("remat", False)),
         attention_impl=attention_impl,
+        attention_block=attention_block,
         dtype=dtype,
         param_dtype=jnp.float32,
     )

@@ -217,12 +217,13 @@ def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> A
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
-                          implementation: str | None = None) -> Array:
+                          implementation: str | None = None, block: int = 512) -> Array:
     """Softmax attention `[B, L, H, Dh]` of q, k, v `[B, L, H, Dh]` (scale 1/sqrt(Dh), float32
     softmax), by `implementation`: None (`matmul_attention`, the default), 'blockwise'
-    (`blockwise_attention`), 'xla' or 'cudnn' (`jax.nn.dot_product_attention`'s paths)."""
+    (`blockwise_attention`, blocks of `block` queries x `block` keys), 'xla' or 'cudnn'
+    (`jax.nn.dot_product_attention`'s paths)."""
     if implementation is None:
         return matmul_attention(q, k, v, causal=causal)
     if implementation == "blockwise":
-        return blockwise_attention(q, k, v, causal=causal)
+        return blockwise_attention(q, k, v, causal=causal, block_q=block, block_kv=block)
     return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=implementation)

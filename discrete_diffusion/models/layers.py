@@ -103,12 +103,14 @@ class Attention(nn.Module):
     causal: bool = False
     rotary_base: float = 10_000.0
     attention_impl: str | None = None
+    attention_block: int = 512  # 'blockwise': queries and keys per block
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @staticmethod
-    def _core(q: Array, k: Array, v: Array, causal: bool, impl: str | None) -> Array:
-        return dot_product_attention(q, k, v, causal=causal, implementation=impl)
+    def _core(q: Array, k: Array, v: Array, causal: bool, impl: str | None,
+              block: int = 512) -> Array:
+        return dot_product_attention(q, k, v, causal=causal, implementation=impl, block=block)
 
     def _qkv(self, qkv: nn.DenseGeneral, x: Array) -> tuple[Array, Array, Array]:
         """q, k, v `[B, L, H, Dh]` of x `[B, L, D]` with the `qkv` kernel [D, 3, H, Dh]: three
@@ -129,7 +131,8 @@ class Attention(nn.Module):
         q, k, v = self._qkv(nn.DenseGeneral((3, H, Dh), name="qkv", **dense), x)
         q = apply_rotary(q, self.rotary_base)
         k = apply_rotary(k, self.rotary_base)
-        h = self._core(q, k, v, self.causal, self.attention_impl)  # [B, L, H, Dh]
+        h = self._core(q, k, v, self.causal, self.attention_impl,
+                       self.attention_block)  # [B, L, H, Dh]
         return nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense)(h)  # [B, L, D]
 
 
@@ -174,6 +177,7 @@ class DiTBlock(nn.Module):
     causal: bool = False
     rotary_base: float = 10_000.0
     attention_impl: str | None = None
+    attention_block: int = 512
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -195,6 +199,7 @@ class DiTBlock(nn.Module):
             causal=self.causal,
             rotary_base=self.rotary_base,
             attention_impl=self.attention_impl,
+            attention_block=self.attention_block,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="attn",

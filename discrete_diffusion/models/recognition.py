@@ -74,6 +74,7 @@ class MaskedAdaLNBlock(nn.Module):
     mlp_ratio: int = 4
     dropout: float = 0.0
     attention_impl: str | None = None
+    attention_block: int = 512
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -85,7 +86,8 @@ class MaskedAdaLNBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = (
             m * v.astype(jnp.float32) for v in jnp.split(mod, 6, axis=-1))  # [B, L, D] each
         h = modulate(_layer_norm("norm1", self.param_dtype)(x), shift1, scale1)
-        h = Attention(self.num_heads, attention_impl=self.attention_impl, dtype=self.dtype,
+        h = Attention(self.num_heads, attention_impl=self.attention_impl,
+                      attention_block=self.attention_block, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="attn")(h)
         h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
         x = x + (1.0 + gate1) * h
@@ -108,6 +110,7 @@ class RecognitionTransformer(nn.Module):
     mlp_ratio: int = 4
     dropout: float = 0.0
     attention_impl: str | None = None
+    attention_block: int = 512
     pos_embedding: str = "rotary"
     max_len: int | None = None
     dtype: Dtype = jnp.float32
@@ -131,7 +134,8 @@ class RecognitionTransformer(nn.Module):
         m = jnp.asarray(mask, jnp.float32)[..., None]  # [B, L, 1]
         for i in range(self.num_layers):
             h = MaskedAdaLNBlock(self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
-                                 attention_impl=self.attention_impl, dtype=self.dtype,
+                                 attention_impl=self.attention_impl,
+                                 attention_block=self.attention_block, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name=f"blocks_{i}")(
                 h, cond, m, not train)
         pooled = jnp.mean(_layer_norm("norm", self.param_dtype)(h), axis=1)  # [B, D]

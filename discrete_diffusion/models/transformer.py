@@ -154,6 +154,7 @@ class DiffusionTransformer(nn.Module):
       attention_impl: None (the default: `attention.matmul_attention`, two einsums and a float32
         softmax), 'xla' or 'cudnn' (jax.nn.dot_product_attention's paths; 'cudnn' on GPU), or
         'blockwise' (models/attention.py: online softmax, no [B, H, L, L] kept).
+      attention_block: 'blockwise' only: queries and keys per block (512).
       dtype: compute dtype of the matmuls (float32 or bfloat16); LayerNorm, softmax, the residual
         stream and the logits are float32 regardless.
       param_dtype: dtype of the parameters (float32).
@@ -178,6 +179,7 @@ class DiffusionTransformer(nn.Module):
     rotary_base: float = 10_000.0
     remat: bool = False
     attention_impl: str | None = None
+    attention_block: int = 512
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -371,6 +373,7 @@ class DiffusionTransformer(nn.Module):
                 causal=self.causal,
                 rotary_base=self.rotary_base,
                 attention_impl=self.attention_impl,
+                attention_block=self.attention_block,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"blocks_{i}",
