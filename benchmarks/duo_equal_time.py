@@ -35,12 +35,12 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/ (and the package, when it is not installed)
 
-from equal_time import Run  # noqa: E402  (benchmarks/, this script's folder, is on sys.path)
+import equal_time  # noqa: E402  (benchmarks/, this script's folder, is on sys.path)
+from equal_time import Run  # noqa: E402
 
 
 def seconds_per_step(run: Run, n: int = 5) -> float:
@@ -121,30 +121,16 @@ def main(argv: list[str]) -> None:
 
 
 def plot(runs: list[Run], path: str, curriculum_steps: int) -> None:
-    import matplotlib
+    """`equal_time.plot` with a line where Duo's curriculum has ended."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def curriculum_end(ax) -> None:
+        ends = [c["seconds"] for c in runs[0].curve if c["steps"] >= curriculum_steps]
+        if ends:
+            ax.axvline(ends[0], color="C0", ls=":", lw=1, label="duo: curriculum ends (by here)")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r, color in zip(runs, ("C0", "C1", "C2"), strict=False):
-        s = np.array([c["seconds"] for c in r.curve])
-        y = np.array([c["bpt"] for c in r.curve])
-        e = np.array([c["se_bpt"] for c in r.curve])
-        ax.plot(s, y, "o-", color=color, label=r.name, ms=3)
-        ax.fill_between(s, y - e, y + e, color=color, alpha=0.25)
-    duo = runs[0]
-    ends = [c["seconds"] for c in duo.curve if c["steps"] >= curriculum_steps]
-    if ends:
-        ax.axvline(ends[0], color="C0", ls=":", lw=1, label="duo: curriculum ends (by here)")
-    ax.set_xlabel("training seconds (each run charged its own steps)")
-    ax.set_ylabel("held-out NELBO (bits/char)")
-    ax.set_title("Shakespeare: Duo curriculum vs uniform, equal wall-clock")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    equal_time.plot(runs, path, ylabel="held-out NELBO (bits/char)",
+                    title="Shakespeare: Duo curriculum vs uniform, equal wall-clock",
+                    extra=curriculum_end)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,10 @@ def main(argv: list[str]) -> None:
     plot(runs, os.path.join(args.out, "equal_time.png"))
 
 
-def plot(runs: list[Run], path: str) -> None:
+def plot(runs: list[Run], path: str, ylabel: str = "held-out NELBO / NLL (bits/token)",
+         title: str | None = None, extra=None) -> None:
+    """Held-out curves (+- 1 SE bands) of the runs against their training seconds, log scale;
+    `extra(ax)` may add to the axes before the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,8 +174,12 @@ def plot(runs: list[Run], path: str) -> None:
         e = np.array([c["se_bpt"] for c in r.curve])
         ax.plot(s, y, "o-", color=f"C{i}", label=r.name, ms=3)
         ax.fill_between(s, y - e, y + e, color=f"C{i}", alpha=0.25)
+    if extra is not None:
+        extra(ax)
     ax.set_xlabel("training seconds (each run charged its own steps)")
-    ax.set_ylabel("held-out NELBO / NLL (bits/token)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
