@@ -212,3 +212,106 @@ def test_vadd_chunked_delbo_terms_equal_whole_logits():
     np.testing.assert_allclose(np.asarray(ce1), np.asarray(ce0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
     _assert_same_gradients(g0, g1, atol_floor=1e-7)
+
+
+def _duo(chunk: int, parameterization: str = "loo", top_k: int | None = None):
+    from configs import synthetic_uniform
+
+    config = _small(synthetic_uniform.get_config(), chunk)
+    config.method.name = "duo"
+    config.method.curriculum_steps = 10
+    config.method.tau = 0.3
+    config.method.top_k = top_k
+    config.model.parameterization = parameterization
+    return methods.get(config, K)
+
+
+def _value_and_grad(method, params, batch, key, step=None):
+    def fn(p):
+        loss, aux = method.loss(p, batch, key, train=True, step=step)
+        return loss, aux["nelbo"]
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+
+
+@pytest.mark.parametrize("parameterization,top_k,step", [
+    ("loo", None, 0), ("denoiser", None, 0), ("loo", 2, 0), ("loo", None, 10)])
+def test_duo_chunked_losses_equal_whole_logits(parameterization, top_k, step):
+    """Duo with logits_chunk = 3 on L = 7, in the curriculum (step 0: the relaxed loss, dense and
+    top-k input, loo and denoiser networks) and after it (step 10: the discrete NELBO): loss,
+    per-token objective and all parameter gradients equal the whole-logits path's."""
+    plain, chunked = _duo(0, parameterization, top_k), _duo(3, parameterization, top_k)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(plain, batch)
+    prepared = plain.prepare(batch, jax.random.key(3))
+    key, step = jax.random.key(4), jnp.asarray(step)
+    (v0, n0), g0 = _value_and_grad(plain, params, prepared, key, step)
+    (v1, n1), g1 = _value_and_grad(chunked, params, prepared, key, step)
+    assert float(jnp.abs(n0).sum()) > 1e-2 and np.all(np.isfinite(np.asarray(n0)))
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(n1), np.asarray(n0), rtol=1e-5, atol=1e-6)
+    _assert_same_gradients(g0, g1, atol_floor=1e-7)
+
+
+def test_duo_relaxed_chunked_equals_whole_and_keeps_no_whole_logits():
+    """`relaxed` (the curriculum's loss and z_t) with chunks of 2 equals the whole-logits one, and
+    the jaxpr of the curriculum's gradient with top-k input holds no [B, L, K] array."""
+    plain, chunked = _duo(0, top_k=2), _duo(2, top_k=2)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(plain, batch)
+    prepared = plain.prepare(batch, jax.random.key(3))
+    key, tau = jax.random.key(4), jnp.asarray(0.3)
+    r0, r1 = (jax.jit(lambda p, m=m: m.relaxed(p, prepared, key, train=False, tau=tau))(params)
+              for m in (plain, chunked))
+    np.testing.assert_array_equal(np.asarray(r1["z_t"]), np.asarray(r0["z_t"]))
+    np.testing.assert_allclose(np.asarray(r1["loss"]), np.asarray(r0["loss"]), rtol=1e-5,
+                               atol=1e-6)
+
+    def jaxpr(method):
+        grad = jax.grad(lambda p: method.loss(p, prepared, key, step=jnp.asarray(0))[0])
+        return str(jax.make_jaxpr(grad)(params))
+
+    assert f"f32[{B},{L},{K}]" in jaxpr(plain)
+    assert f"f32[{B},{L},{K}]" not in jaxpr(chunked)
+
+
+def _learned_order(chunk: int, schedule: str):
+    from configs import synthetic_learned_order
+
+    config = _small(synthetic_learned_order.get_config(), chunk)
+    config.method.schedule = schedule
+    config.sampler.name = "ancestral"
+    return methods.get(config, K)
+
+
+@pytest.mark.parametrize("schedule", ["position", "value"])
+def test_learned_order_chunked_loss_equals_whole_logits(schedule):
+    """The learned-order method with logits_chunk = 3 on L = 7 (n = 2 masks per row): loss
+    (NELBO + REINFORCE-LOO surrogate), per-token NELBO, the gradients of the network and of the
+    schedule's theta, and `nelbo_samples`, equal the whole-logits path's; the gradient's jaxpr
+    holds no [n B, L, K] array (the plain one does)."""
+    plain, chunked = _learned_order(0, schedule), _learned_order(3, schedule)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (B, L), 0, K)}
+    params = _perturbed_params(plain, batch)
+    prepared = plain.prepare(batch, jax.random.key(3))
+    key = jax.random.key(4)
+    (v0, n0), g0 = _value_and_grad(plain, params, prepared, key)
+    (v1, n1), g1 = _value_and_grad(chunked, params, prepared, key)
+    assert float(jnp.abs(n0).sum()) > 1e-2 and np.all(np.isfinite(np.asarray(n0)))
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(n1), np.asarray(n0), rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(g0["schedule"]["theta"]).max()) > 0
+    _assert_same_gradients(g0, g1, atol_floor=1e-7)
+
+    s0, s1 = (jax.jit(lambda p, m=m: m.nelbo_samples(p, batch, jax.random.key(5), 2))(params)
+              for m in (plain, chunked))
+    np.testing.assert_allclose(np.asarray(s1), np.asarray(s0), rtol=1e-5, atol=1e-5)
+
+    def jaxpr(method):
+        grad = jax.grad(lambda p: method.loss(p, prepared, key)[0])
+        return str(jax.make_jaxpr(grad)(params))
+
+    rows = plain.num_masks * B
+    assert f"f32[{rows},{L},{K}]" in jaxpr(plain)
+    text = jaxpr(chunked)
+    assert f"f32[{rows},{L},{K}]" not in text
+    assert f"f32[{plain.num_masks},{B},{L},{K}]" not in text

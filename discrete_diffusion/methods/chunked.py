@@ -9,7 +9,7 @@ projection, their log-softmax) exists for one chunk at a time in the forward pas
 recomputed, again one chunk at a time, in the backward pass: no `[B, L, K]` array of logits or of
 their gradient is ever whole. `shared` (the projection's parameters, per-sequence times) is
 passed whole to every chunk. L need not be a multiple of c: the last L mod c positions form one
-smaller chunk. Used by the diffusion and autoregressive methods.
+smaller chunk. Used by the diffusion, autoregressive, Duo, learned-order and VADD methods.
 """
 
 from __future__ import annotations

@@ -61,6 +61,14 @@ discrete one of the 'diffusion' method: t ~ U[t_min, 1] stratified, x_t ~ q_t of
 the same NELBO (Duo: "then tau = 0, plain USDM training with the RB NELBO and alpha_t = 1 - t").
 With curriculum_steps = 0 the method reproduces the 'diffusion' method's losses exactly (tested).
 
+Chunked logits (`config.model.logits_chunk` = c > 0): both phases compute the output projection
+and the per-token loss in rematerialised chunks of c positions (`methods.chunked`): the discrete
+phase through the 'diffusion' method's `_chunked_losses`, the curriculum through
+`_relaxed_chunks`; no `[B, L, K]` logits or gradient exist whole (exact; tested). Only the
+output side is chunked: the curriculum's network INPUT, the soft weights [B, L, m], enters the
+transformer whole, and with the dense input (top_k None, m = K) that is itself a `[B, L, K]`
+array (no gradient flows into it: it is stop_gradient'ed); with top_k = k it is `[B, L, k + 1]`.
+
 aux: 'nelbo' [B, L] is the per-token objective (during the curriculum, the windowed relaxed loss
 (2), not a bound), 'weights' the padding mask; metrics 'curriculum' (1 while in it) and 'tau'.
 
@@ -84,6 +92,7 @@ import jax
 import jax.numpy as jnp
 
 from discrete_diffusion import duality, losses, processes
+from discrete_diffusion.methods import chunked
 from discrete_diffusion.methods.base import Batch, Params, token_weights
 from discrete_diffusion.methods.diffusion import Diffusion
 
@@ -260,12 +269,32 @@ class Duo(Diffusion):
         labels = self._label_inputs(batch, train, jax.random.fold_in(key, 1))
         soft_ids = None if top_k is None else ids
         rngs = {"dropout": key} if train else {}
-        logits = self.model.apply({"params": params["network"]}, None, t_net, train=train, rngs=rngs,
-                                  soft_ids=soft_ids, soft_weights=weights, **labels)
-        loss = losses.nelbo_per_token(self.dual_proc, self.parameterization, logits, x0, z_t,
-                                      t_c[:, None])
+        net = dict(train=train, rngs=rngs, soft_ids=soft_ids, soft_weights=weights, **labels)
+        if self.logits_chunk > 0:
+            h = self.model.apply({"params": params["network"]}, None, t_net, return_hidden=True,
+                                 **net)  # [B, L, D]
+            loss = self._relaxed_chunks(params, h, x0, z_t, t_c)
+        else:
+            logits = self.model.apply({"params": params["network"]}, None, t_net, **net)
+            loss = losses.nelbo_per_token(self.dual_proc, self.parameterization, logits, x0, z_t,
+                                          t_c[:, None])
         return {"loss": loss, "z_t": z_t, "alpha": alpha, "t_net": t_net,
                 "input_mass": jnp.sum(weights, -1)}
+
+    def _relaxed_chunks(self, params: Params, h: Array, x0: Array, z_t: Array,
+                        t_c: Array) -> Array:
+        """The relaxed loss (2) `[B, L]` from the final hidden states h `[B, L, D]` in chunks of
+        `logits_chunk` positions (`methods.chunked`): logits_c = h_c W + b -> conversion ->
+        uniform_nelbo_rb of `dual_proc` at (x0_c, z_t_c, t_c), each chunk rematerialised."""
+        out_params = {"final": {"out": params["network"]["final"]["out"]}}
+
+        def chunk(shared, h_c, x0_c, z_c):
+            out_params, t_c = shared
+            logits = self.model.project_hidden(out_params, h_c)  # [B, c, K] float32
+            return losses.nelbo_per_token(self.dual_proc, self.parameterization, logits, x0_c,
+                                          z_c, t_c[:, None])
+
+        return chunked.position_chunks(chunk, self.logits_chunk, (out_params, t_c), h, x0, z_t)
 
     # -- the objective
     def loss(self, params: Params, batch: Batch, key: Array, *, train: bool = True,

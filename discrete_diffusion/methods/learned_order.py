@@ -48,6 +48,14 @@ The network gets its gradient from the mean of the n integrands (GenMD4 also ave
 issue #4 notes that this doubles the diffusion-loss samples). The value variant is GenMD4's estimator
 with q's powers indexed by the clean token, w[x_0^l].
 
+Chunked logits (`config.model.logits_chunk` = c > 0): the training loss and `nelbo_samples` take
+the network's hidden states for the n B masked rows and compute the output projection and the
+per-token NELBO (`losses.masked_nelbo_rates`) in rematerialised chunks of c positions
+(`ChunkedHead`, `methods.chunked`): no `[n B, L, K]` logits or gradient exist whole. Exact, since
+the integrand of position l reads only its logits row, x_0^l, z^l and its rate (a per-token rate
+[n B, L] is chunked with the positions; the per-value rates [n B, 1, K] are passed whole); f,
+log q and the REINFORCE term are formed afterwards from the [n, B, L] per-token values.
+
 Sampling (`generate`). 'position': the samplers of the registry with the learned schedule
 `schedules.PerTokenPolynomial(w)` in place of config.process's (`sampling.generate(...,
 schedule=...)`, compiled once per sampler section with the parameters as an argument):
@@ -63,6 +71,7 @@ False: the frontier sweeps samplers (first_hitting) that a per-position schedule
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +82,7 @@ from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import losses, processes, sampling, schedules
 from discrete_diffusion import models as models_lib
-from discrete_diffusion.methods import stratified
+from discrete_diffusion.methods import chunked, stratified
 from discrete_diffusion.methods.base import (
     Batch,
     MethodBase,
@@ -169,14 +178,47 @@ def rloo_surrogate(f: Array, log_q: Array) -> Array:
     return s - jax.lax.stop_gradient(s)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkedHead:
+    """The output projection applied outside the network, in chunks of positions.
+
+    With a head, `sequence_terms`' `denoise_fn` returns the final hidden states h `[M, L, D]`
+    instead of logits, and logits_c = project(params, h_c) `[M, c, K]` (with the per-token NELBO)
+    are computed over rematerialised chunks of `chunk` positions (`methods.chunked`)."""
+
+    project: Callable[[Params, Array], Array]  # (out_params, h_c [M, c, D]) -> logits [M, c, K]
+    params: Params  # the projection's parameters (passed whole to every chunk)
+    chunk: int  # c > 0 positions per chunk
+
+
+def _chunked_nelbo(head: ChunkedHead, h: Array, x0: Array, x_t: Array, mask_id: int,
+                   r: Array) -> Array:
+    """masked_nelbo_rates `[M, L]` of logits = project(h) `[M, L, K]`, chunk by chunk.
+
+    h `[M, L, D]`, x0 and x_t `[M, L]`; r `[M, L]` (a rate per token, chunked with the positions)
+    or `[M, 1, K]` (a rate per value, passed whole to every chunk)."""
+    per_value = r.ndim == 3
+
+    def chunk(shared, h_c, x0_c, x_t_c, *r_c):
+        out_params, r_v = shared
+        logits = head.project(out_params, h_c)  # [M, c, K] float32
+        return losses.masked_nelbo_rates(logits, x0_c, x_t_c, mask_id, r_v if per_value else r_c[0])
+
+    shared = (head.params, r if per_value else None)
+    per_pos = (h, x0, x_t) if per_value else (h, x0, x_t, r)
+    return chunked.position_chunks(chunk, head.chunk, shared, *per_pos)
+
+
 def sequence_terms(
     w: Array, kind: str, denoise_fn: DenoiseFn, x0: Array, v: Array, u: Array,
-    mask_id: int, pad: Array | None = None,
+    mask_id: int, pad: Array | None = None, head: ChunkedHead | None = None,
 ) -> tuple[Array, Array, Array]:
     """(f [n, B], log_q [n, B], per_token [n, B, L]) at t = v^(1/c) per row and masks u < t^w.
 
     x0 `[B, L]`, v `[B]` in (0, 1], u `[n, B, L]` uniforms; f_i = sum_l pad_l per_token_il is the
     importance-weighted NELBO integrand of mask i (an unbiased estimate of the sequence NELBO).
+    With `head` (`ChunkedHead`), denoise_fn returns hidden states `[n B, L, D]` and the projection
+    and per-token NELBO run in chunks of positions: the same values, no `[n B, L, K]` logits.
     """
     n, B, L = u.shape
     c = time_power(w)
@@ -185,9 +227,16 @@ def sequence_terms(
     masked = u < mask_probability(w_tok, log_t[:, None])  # [n, B, L]
     x_t = jnp.where(masked, mask_id, x0[None]).astype(jnp.int32)
     t_in = jnp.broadcast_to(jnp.exp(log_t), (n, B)).reshape(n * B)
-    logits = denoise_fn(x_t.reshape(n * B, L), t_in).reshape(n, B, L, -1)
     r = rates(w, kind, log_t, c, x0)
-    per_tok = losses.masked_nelbo_rates(logits, x0[None], x_t, mask_id, r[None])
+    if head is None:
+        logits = denoise_fn(x_t.reshape(n * B, L), t_in).reshape(n, B, L, -1)
+        per_tok = losses.masked_nelbo_rates(logits, x0[None], x_t, mask_id, r[None])
+    else:
+        h = denoise_fn(x_t.reshape(n * B, L), t_in)  # [n B, L, D]
+        r_rows = jnp.broadcast_to(r[None], (n,) + r.shape).reshape((n * B,) + r.shape[1:])
+        x0_rows = jnp.broadcast_to(x0[None], (n, B, L)).reshape(n * B, L)
+        per_tok = _chunked_nelbo(head, h, x0_rows, x_t.reshape(n * B, L), mask_id,
+                                 r_rows).reshape(n, B, L)
     pad = jnp.ones(x0.shape, jnp.float32) if pad is None else pad
     per_tok = per_tok * pad
     log_q = log_mask_prob(masked, w_tok[None], log_t[None, :, None], pad)
@@ -312,6 +361,7 @@ class LearnedOrder(MethodBase):
         self.k = num_classes
         self.proc = processes.masked(num_classes)
         self.mask_id = self.proc.mask_id
+        self.logits_chunk = chunked.logits_chunk(config)
         self.model = models_lib.get_model(config, num_classes, self.proc.num_states)
 
     # -- parameters
@@ -336,16 +386,32 @@ class LearnedOrder(MethodBase):
         return powers(params["schedule"]["theta"])
 
     def denoise_fn(self, params: Params, *, train: bool = False,
-                   key: Array | None = None) -> DenoiseFn:
+                   key: Array | None = None, return_hidden: bool = False) -> DenoiseFn:
+        """(x_t [M, L], t [M]) -> denoiser logits [M, L, K] (or, with `return_hidden`, the final
+        hidden states [M, L, D] whose `self.model.project_hidden` are those logits)."""
         rngs = {"dropout": key} if (train and key is not None) else {}
+        hidden = {"return_hidden": True} if return_hidden else {}
 
         def denoise(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
             # output_positions [B, P]: logits [B, P, K] there only (the samplers' network_at)
             at = {} if output_positions is None else {"output_positions": output_positions}
             return self.model.apply({"params": params["network"]}, x_t, t, train=train,
-                                    rngs=rngs, **at)
+                                    rngs=rngs, **at, **hidden)
 
         return denoise
+
+    def _terms(self, params: Params, w: Array, x0: Array, v: Array, u: Array, pad: Array, *,
+               train: bool = False, key: Array | None = None) -> tuple[Array, Array, Array]:
+        """`sequence_terms` with this method's network; with `config.model.logits_chunk` = c > 0
+        through hidden states and a `ChunkedHead` of c positions."""
+        if self.logits_chunk <= 0:
+            return sequence_terms(w, self.kind, self.denoise_fn(params, train=train, key=key),
+                                  x0, v, u, self.mask_id, pad)
+        head = ChunkedHead(self.model.project_hidden,
+                           {"final": {"out": params["network"]["final"]["out"]}},
+                           self.logits_chunk)
+        denoise = self.denoise_fn(params, train=train, key=key, return_hidden=True)
+        return sequence_terms(w, self.kind, denoise, x0, v, u, self.mask_id, pad, head=head)
 
     # -- training
     def prepare(self, batch: Batch, key: Array) -> Batch:
@@ -365,9 +431,8 @@ class LearnedOrder(MethodBase):
         k_drop = jax.random.split(key, 3)[2]
         w = self.powers(params)
         pad = token_weights(batch)
-        f, log_q, per_tok = sequence_terms(
-            w, self.kind, self.denoise_fn(params, train=train, key=k_drop), batch["tokens"],
-            batch["v"], batch["u"], self.mask_id, pad)
+        f, log_q, per_tok = self._terms(params, w, batch["tokens"], batch["v"], batch["u"], pad,
+                                        train=train, key=k_drop)
         B, L = batch["tokens"].shape
         loss = jnp.sum(jnp.mean(f, axis=0) + rloo_surrogate(f, log_q)) / (B * L)
         return loss, {"nelbo": jnp.mean(per_tok, axis=0), "weights": pad,
@@ -394,12 +459,11 @@ class LearnedOrder(MethodBase):
         k_t, k_u = jax.random.split(key)
         v = 1.0 - stratified.low_discrepancy_times(k_t, B, num_t, 0.0)  # [B, num_t]
         keys = jax.random.split(k_u, num_t)
-        denoise = self.denoise_fn(params)
 
         def one(args):
             k, v_j = args
             u = jax.random.uniform(k, (1, B, L))
-            return sequence_terms(w, self.kind, denoise, x0, v_j, u, self.mask_id, pad)[0][0]
+            return self._terms(params, w, x0, v_j, u, pad)[0][0]
 
         return jax.lax.map(one, (keys, v.T)).T
 
@@ -440,5 +504,6 @@ class LearnedOrder(MethodBase):
         return sampling.SampleResult(tokens=tokens, nfe=int(nfe))
 
 
-__all__ = ["DEFAULTS", "SAMPLERS", "SCHEDULES", "LearnedOrder", "inverse_softplus", "log_mask_prob",
-           "order_nll", "powers", "rates", "rloo_surrogate", "sequence_terms", "value_ancestral"]
+__all__ = ["DEFAULTS", "SAMPLERS", "SCHEDULES", "ChunkedHead", "LearnedOrder", "inverse_softplus",
+           "log_mask_prob", "order_nll", "powers", "rates", "rloo_surrogate", "sequence_terms",
+           "value_ancestral"]
