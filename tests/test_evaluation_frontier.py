@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import types
 
 import ml_collections
 import numpy as np
@@ -84,7 +86,8 @@ def test_sweep_rows_files_and_plots(tmp_path):
         return x, int(sampler.num_steps)
 
     def judge(tokens, texts):
-        return {"gen_ppl": exact_judge.markov_judge(chain, tokens)["gen_ppl"]}
+        r = exact_judge.markov_judge(chain, tokens)
+        return {"gen_ppl": r["gen_ppl"], "gen_ppl_se": r["gen_ppl"] * r["gap_se"]}
 
     def stats(tokens, texts):
         return {"unigram_entropy": text_stats.summarize(tokens)["unigram_entropy"]}
@@ -112,6 +115,7 @@ def test_sweep_rows_files_and_plots(tmp_path):
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
     assert len(table) == 7 and float(table[0]["gen_ppl"]) == pytest.approx(rows[0]["gen_ppl"])
+    assert 0 < float(table[0]["gen_ppl_se"]) < 0.05 * float(table[0]["gen_ppl"])
     with open(json_path) as f:
         assert json.load(f)[3]["sweep"] == rows[3]["sweep"]
     pngs = frontier.plot(rows, str(tmp_path), title="test")
@@ -171,3 +175,18 @@ def test_points_drop_the_fields_their_sampler_does_not_read():
     base = ml_collections.ConfigDict({"name": "ancestral", "num_steps": 4})
     point = frontier.grid(config, seq_len=32)[0]
     assert "temperature_on" not in point.sampler_config(base)  # the per-process default applies
+
+
+def test_exact_judge_reports_the_standard_error_of_its_perplexity():
+    """make_judge('exact'): gen_ppl_se = gen_ppl x SE of the mean NLL per token (delta method),
+    which shrinks as 1/sqrt(N) with the number of samples."""
+    chain = MarkovChain.random(6, support=3, concentration=0.5, seed=1)
+    config = shakespeare_absorbing.get_config()
+    config.eval.judge = "exact"
+    judge = frontier.make_judge(config, types.SimpleNamespace(info={"chain": chain}))
+    x = chain.sample(1600, 16, seed=0)
+    small, big = judge(x[:100], []), judge(x, [])
+    nll = exact_judge.sequence_nll(chain, x) / 16
+    assert big["gen_ppl_se"] == pytest.approx(
+        big["gen_ppl"] * np.std(nll, ddof=1) / math.sqrt(1600), rel=1e-9)
+    assert small["gen_ppl_se"] / big["gen_ppl_se"] == pytest.approx(4.0, rel=0.25)

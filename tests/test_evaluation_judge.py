@@ -156,6 +156,31 @@ def test_ar_judge_bigram_perplexity_by_hand():
     assert judges.generative_perplexity(jd, ["aab"])["ppl"] == pytest.approx(p_aab ** (-1 / 3), rel=1e-6)
 
 
+def test_ratio_se_by_hand_and_calibrated():
+    """SE of sum NLL / sum N: with equal lengths the SE of the mean of NLL_s / N; with unequal
+    lengths it matches the spread of the estimator over many independent sample sets."""
+    rng = np.random.default_rng(0)
+    nll = rng.gamma(3.0, 2.0, size=50)
+    np.testing.assert_allclose(judges.ratio_se(nll, np.full(50, 8)),
+                               np.std(nll / 8, ddof=1) / math.sqrt(50), rtol=1e-12)
+    assert math.isnan(judges.ratio_se(nll[:1], np.array([8])))
+    assert math.isnan(judges.ratio_se(np.array([1.0, math.inf]), np.array([2, 2])))
+    S, reps = 40, 4000
+    n = rng.integers(1, 60, size=(reps, S))  # lengths vary; NLL per token depends on the length
+    a = rng.gamma(2.0 * n, 1.0 + 0.01 * n)
+    r = a.sum(1) / n.sum(1)
+    se = np.array([judges.ratio_se(a[i], n[i]) for i in range(reps)])
+    assert np.mean(se) == pytest.approx(np.std(r, ddof=1), rel=0.05)
+
+
+def test_generative_perplexity_reports_its_standard_error():
+    res = judges.generative_perplexity(_bigram_judge(), ["aab", "b", "ba" * 20, "abba"])
+    se = judges.ratio_se(res["nll"], res["num_tokens"])
+    assert res["nll_per_token_se"] == pytest.approx(se) and se > 0
+    assert res["ppl_se"] == pytest.approx(res["ppl"] * se)
+    assert math.isnan(judges.generative_perplexity(_bigram_judge(), ["aab"])["ppl_se"])
+
+
 def test_eos_truncation_counts_tokens_up_to_the_first_eos():
     jd = _bigram_judge()
     # judge EOS '.': "ab." counts 3 tokens; model EOS string '|' cuts before it.

@@ -258,7 +258,8 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
     """Two PNGs: y = generative perplexity (log scale) against x = mean unigram entropy (every
     sweep; each point labelled with its swept value: NFE, temperature or top_p), and against NFE
     (log scale; the steps sweeps). One colour per sampler, one marker per sweep, float32 points
-    hollow on dashed lines. Without a judge (no 'gen_ppl'), entropy against NFE only."""
+    hollow on dashed lines, error bars +- 1 SE ('gen_ppl_se') where the judge gives one. Without
+    a judge (no 'gen_ppl'), entropy against NFE only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,6 +295,10 @@ def plot(rows: list[dict[str, Any]], out_dir: str, title: str = "", name: str = 
                     ax.plot(xs, ys, marker=marker, color=colours[s], markerfacecolor=face,
                             linestyle="-" if cat == "exact" else "--", alpha=0.8,
                             label=f"{s}, {sweep}" + ("" if cat == "exact" else ", float32"))
+                    se = [r.get(f"{y_key}_se", math.nan) for r in pts]
+                    if any(_finite(e) for e in se):  # +- 1 SE of the judge's NLL (delta method)
+                        ax.errorbar(xs, ys, yerr=[e if _finite(e) else 0.0 for e in se],
+                                    fmt="none", ecolor=colours[s], alpha=0.6, capsize=2)
                     if x_key != "nfe":  # label each point with its swept value
                         for r, x, y in zip(pts, xs, ys, strict=True):
                             value = r["nfe"] if sweep == "steps" else r[swept[sweep]]
@@ -355,7 +360,9 @@ def make_judge(config: Any, data: Any) -> Judge | None:
             possible = nll[np.isfinite(nll)]
             # frac_impossible > 0 makes gen_ppl infinite; gen_ppl_possible leaves those samples out
             ppl_possible = math.exp(possible.mean() / tokens.shape[1]) if possible.size else math.nan
-            return {"gen_ppl": r["gen_ppl"], "gen_ppl_possible": ppl_possible,
+            # gap_se is the SE of the mean NLL per token (equal lengths): delta method for ppl
+            return {"gen_ppl": r["gen_ppl"], "gen_ppl_se": r["gen_ppl"] * r["gap_se"],
+                    "gen_ppl_possible": ppl_possible,
                     "judge_nll_per_token": r["nll_per_token"], "true_ppl": r["true_ppl"],
                     "gap": r["gap"], "gap_se": r["gap_se"], "frac_impossible": r["frac_impossible"]}
 
@@ -371,7 +378,9 @@ def make_judge(config: Any, data: Any) -> Judge | None:
 
     def text_judge(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
         r = judge_lib.generative_perplexity(model, texts)
-        return {"gen_ppl": r["ppl"], "judge_nll_per_token": r["nll_per_token"],
+        return {"gen_ppl": r["ppl"], "gen_ppl_se": r["ppl_se"],
+                "judge_nll_per_token": r["nll_per_token"],
+                "judge_nll_per_token_se": r["nll_per_token_se"],
                 "judge_tokens": float(np.sum(r["num_tokens"])), "judge_empty": float(r["num_empty"])}
 
     return text_judge

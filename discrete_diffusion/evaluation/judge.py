@@ -133,6 +133,23 @@ class ARJudge:
         return np.bincount(owner, weights=nll, minlength=len(seqs))  # sum over each sequence
 
 
+def ratio_se(nll: np.ndarray, num_tokens: np.ndarray) -> float:
+    """Standard error of the token-weighted mean R = sum_s NLL_s / sum_s N_s over S independent
+    samples (a ratio estimator; delta method, Cochran 1977, ch. 6):
+
+        SE(R)^2 = sum_s (NLL_s - R N_s)^2 / (S (S - 1) Nbar^2),   Nbar = sum_s N_s / S.
+
+    With equal lengths N_s = N it is the usual SE of the mean of NLL_s / N. NaN for S < 2 and
+    for an infinite NLL (an impossible sample)."""
+    a = np.asarray(nll, np.float64)
+    b = np.asarray(num_tokens, np.float64)
+    S = a.size
+    if S < 2 or not np.all(np.isfinite(a)):
+        return float("nan")
+    r = a.sum() / b.sum()
+    return float(math.sqrt(np.sum((a - r * b) ** 2) / (S * (S - 1))) / b.mean())
+
+
 def generative_perplexity(
     judge: ARJudge, texts: Sequence[str], *, eos: str | None = None
 ) -> dict[str, Any]:
@@ -147,6 +164,8 @@ def generative_perplexity(
       ``nll`` float64 [S]: NLL_s = -sum_i log p(y_i | y_<i) (nats) of each scored sample;
       ``num_tokens`` int64 [S]: N_s; ``indices`` int64 [S]: their positions in ``texts``;
       ``ppl`` = exp(nll_per_token), ``nll_per_token`` = sum_s NLL_s / sum_s N_s (NaN if none);
+      ``nll_per_token_se`` (`ratio_se`, the samples being independent) and ``ppl_se`` =
+      ppl * nll_per_token_se (delta method; NaN with fewer than two scored samples);
       ``mean_sample_ppl`` = mean_s exp(NLL_s / N_s);
       ``num_samples`` = len(texts), ``num_scored`` = S, ``num_empty``.
     """
@@ -164,6 +183,8 @@ def generative_perplexity(
         "indices": np.array(keep, np.int64),
         "ppl": math.exp(per_token) if total else float("nan"),
         "nll_per_token": per_token,
+        "nll_per_token_se": ratio_se(nll, num_tokens),
+        "ppl_se": math.exp(per_token) * ratio_se(nll, num_tokens) if total else float("nan"),
         "mean_sample_ppl": float(np.mean(np.exp(nll / num_tokens))) if total else float("nan"),
         "num_samples": len(texts),
         "num_scored": len(keep),
