@@ -26,8 +26,12 @@ scores and the softmax in float32, products of `dtype` operands accumulated in f
 probabilities cast to the value dtype before the product with v.
 
 Lengths need not be multiples of the blocks: queries and keys are padded and the padded keys
-masked out. With `causal`, key j is visible to query i iff j <= i; fully masked block pairs are
-computed and contribute exactly 0 (no skipping: the causal model is the small AR baseline).
+masked out. With `causal`, key j is visible to query i iff j <= i, and the key blocks above the
+diagonal are skipped in both passes: query block i loops over key blocks 0 .. J_i only
+(`causal_key_blocks`; a loop with a trip count per query block), sum_i (J_i + 1) block pairs
+instead of n_q n_kv, i.e. n (n + 1) / 2 of n^2 for n square blocks, about half the work at long L
+(`benchmarks/attention_causal.py`). The skipped pairs would have contributed exactly 0: the
+outputs are those of computing every pair, the gradients equal up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -74,9 +79,51 @@ def _scores(q_blk: Array, k_blk: Array, i: Array, j: Array, block_q: int, block_
     return jnp.where(visible, s, MASKED)
 
 
+def causal_key_blocks(length: int, block_q: int, block_kv: int) -> np.ndarray:
+    """Number of key blocks `[n_q]` int32 that each query block meets in causal attention on
+    `length` positions: query block i (queries i bq .. min((i + 1) bq, L) - 1) meets key blocks
+    j = 0 .. J_i,
+
+        J_i = min(n_kv - 1, floor((min((i + 1) bq, L) - 1) / bk)),   n_kv = ceil(L / bk),
+
+    i.e. exactly the blocks holding a key visible to one of its queries (key <= query); the
+    blocks above the diagonal are skipped. The forward and the backward pass both loop over
+    these, sum_i (J_i + 1) block pairs instead of n_q n_kv."""
+    nq, nk = -(-length // block_q), -(-length // block_kv)
+    last = np.minimum(nk - 1, (np.minimum((np.arange(nq) + 1) * block_q, length) - 1) // block_kv)
+    return (last + 1).astype(np.int32)
+
+
+def _online_step(carry: tuple[Array, Array, Array], s: Array, v_blk: Array
+                 ) -> tuple[Array, Array, Array]:
+    """One key block of the online softmax: (m, l, acc) `[B, H, bq]`, `[B, H, bq]`,
+    `[B, H, bq, Dh]` float32 updated with the scores s `[B, H, bq, bk]` and values v_blk."""
+    m, l, acc = carry
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    p = jnp.exp(s - m_new[..., None])
+    corr = jnp.exp(m - m_new)
+    l = l * corr + jnp.sum(p, axis=-1)
+    pv = jnp.einsum("bhqk,bkhd->bhqd", p.astype(v_blk.dtype), v_blk,
+                    preferred_element_type=jnp.float32)
+    return m_new, l, acc * corr[..., None] + pv
+
+
+def _online_init(B: int, H: int, block_q: int, Dh: int) -> tuple[Array, Array, Array]:
+    return (jnp.full((B, H, block_q), MASKED, jnp.float32),
+            jnp.zeros((B, H, block_q), jnp.float32),
+            jnp.zeros((B, H, block_q, Dh), jnp.float32))
+
+
+def _online_finish(m: Array, l: Array, acc: Array, dtype) -> tuple[Array, Array]:
+    """(o `[B, bq, H, Dh]` in dtype, lse `[B, H, bq]`) of a finished query block."""
+    o = acc / l[..., None]  # [B, H, bq, Dh]
+    return jnp.swapaxes(o, 1, 2).astype(dtype), m + jnp.log(l)
+
+
 def _forward(q: Array, k: Array, v: Array, causal: bool, block_q: int,
              block_kv: int) -> tuple[Array, Array]:
-    """(o [B, L, H, Dh] in q's dtype, lse [B, H, L] float32)."""
+    """(o [B, L, H, Dh] in q's dtype, lse [B, H, L] float32), every block pair computed (with
+    `causal` the pairs above the diagonal contribute exactly 0)."""
     B, L, H, Dh = q.shape
     nq, nk = -(-L // block_q), -(-L // block_kv)
     qb = _blocks(_pad(q, nq * block_q), block_q)  # [nq, B, bq, H, Dh]
@@ -87,23 +134,13 @@ def _forward(q: Array, k: Array, v: Array, causal: bool, block_q: int,
         i, q_blk = args
 
         def step(carry, kv):
-            m, l, acc = carry  # [B, H, bq], [B, H, bq], [B, H, bq, Dh] float32
             j, k_blk, v_blk = kv
             s = _scores(q_blk, k_blk, i, j, block_q, block_kv, L, causal)
-            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-            p = jnp.exp(s - m_new[..., None])
-            corr = jnp.exp(m - m_new)
-            l = l * corr + jnp.sum(p, axis=-1)
-            pv = jnp.einsum("bhqk,bkhd->bhqd", p.astype(v.dtype), v_blk,
-                            preferred_element_type=jnp.float32)
-            return (m_new, l, acc * corr[..., None] + pv), None
+            return _online_step(carry, s, v_blk), None
 
-        init = (jnp.full((B, H, block_q), MASKED, jnp.float32),
-                jnp.zeros((B, H, block_q), jnp.float32),
-                jnp.zeros((B, H, block_q, Dh), jnp.float32))
-        (m, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(nk), kb, vb))
-        o = acc / l[..., None]  # [B, H, bq, Dh]
-        return jnp.swapaxes(o, 1, 2).astype(q.dtype), m + jnp.log(l)  # [B, bq, H, Dh], [B, H, bq]
+        (m, l, acc), _ = jax.lax.scan(step, _online_init(B, H, block_q, Dh),
+                                      (jnp.arange(nk), kb, vb))
+        return _online_finish(m, l, acc, q.dtype)  # [B, bq, H, Dh], [B, H, bq]
 
     o, lse = jax.lax.map(one_query_block, (jnp.arange(nq), qb))
     o = _unblocks(o)[:, :L]  # [B, L, H, Dh]
@@ -111,17 +148,80 @@ def _forward(q: Array, k: Array, v: Array, causal: bool, block_q: int,
     return o, lse
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _attention(q: Array, k: Array, v: Array, causal: bool, block_q: int, block_kv: int) -> Array:
-    return _forward(q, k, v, causal, block_q, block_kv)[0]
+def _forward_causal(q: Array, k: Array, v: Array, block_q: int,
+                    block_kv: int) -> tuple[Array, Array]:
+    """`_forward(..., causal=True)` computing only the block pairs of `causal_key_blocks`: query
+    block i runs the online softmax over key blocks 0 .. J_i (a loop whose trip count J_i + 1
+    is read per query block), the same steps in the same order minus the masked blocks, which
+    contributed exactly 0."""
+    B, L, H, Dh = q.shape
+    nq, nk = -(-L // block_q), -(-L // block_kv)
+    qb = _blocks(_pad(q, nq * block_q), block_q)  # [nq, B, bq, H, Dh]
+    kb = _blocks(_pad(k, nk * block_kv), block_kv)  # [nk, B, bk, H, Dh]
+    vb = _blocks(_pad(v, nk * block_kv), block_kv)
+    n_kv = jnp.asarray(causal_key_blocks(L, block_q, block_kv))  # [nq]
+
+    def one_query_block(args):
+        i, n, q_blk = args
+
+        def step(j, carry):
+            s = _scores(q_blk, _take(kb, j), i, j, block_q, block_kv, L, True)
+            return _online_step(carry, s, _take(vb, j))
+
+        m, l, acc = jax.lax.fori_loop(0, n, step, _online_init(B, H, block_q, Dh))
+        return _online_finish(m, l, acc, q.dtype)  # [B, bq, H, Dh], [B, H, bq]
+
+    o, lse = jax.lax.map(one_query_block, (jnp.arange(nq), n_kv, qb))
+    o = _unblocks(o)[:, :L]  # [B, L, H, Dh]
+    lse = jnp.moveaxis(lse, 0, 2).reshape(B, H, nq * block_q)[:, :, :L]  # [B, H, L]
+    return o, lse
 
 
-def _attention_fwd(q, k, v, causal, block_q, block_kv):
-    o, lse = _forward(q, k, v, causal, block_q, block_kv)
+def _take(x: Array, i: Array) -> Array:
+    """x[i] of a stack of blocks `[n, ...]`, i traced."""
+    return jax.lax.dynamic_index_in_dim(x, i, keepdims=False)
+
+
+def _put(x: Array, value: Array, i: Array) -> Array:
+    """x with x[i] = value (in place in a loop carry)."""
+    return jax.lax.dynamic_update_index_in_dim(x, value, i, 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _attention(q: Array, k: Array, v: Array, causal: bool, block_q: int, block_kv: int,
+               skip: bool) -> Array:
+    """Blockwise attention; with `causal` and `skip` only the pairs of `causal_key_blocks` are
+    computed (`skip=False`: every pair, the masked ones contributing 0; for benchmarks)."""
+    return _attention_fwd(q, k, v, causal, block_q, block_kv, skip)[0]
+
+
+def _attention_fwd(q, k, v, causal, block_q, block_kv, skip):
+    if causal and skip:
+        o, lse = _forward_causal(q, k, v, block_q, block_kv)
+    else:
+        o, lse = _forward(q, k, v, causal, block_q, block_kv)
     return o, (q, k, v, o, lse)
 
 
-def _attention_bwd(causal, block_q, block_kv, residuals, do):
+def _pair_grads(q_blk: Array, k_blk: Array, v_blk: Array, do_blk: Array, lse_i: Array,
+                delta_i: Array, i: Array, j: Array, block_q: int, block_kv: int, length: int,
+                causal: bool, scale: Array, dq: Array) -> tuple[Array, Array, Array]:
+    """(dq + dq_ij `[B, bq, H, Dh]`, dk_ij, dv_ij `[B, bk, H, Dh]`): the float32 gradients of
+    the block pair (i, j) (module doc), the one of q_i added to dq; lse_i and delta_i
+    `[B, H, bq, 1]`, scale = 1/sqrt(Dh)."""
+    s = _scores(q_blk, k_blk, i, j, block_q, block_kv, length, causal)
+    p = jnp.exp(s - lse_i)  # [B, H, bq, bk] float32
+    dv = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v_blk.dtype), do_blk,
+                    preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bqhd,bkhd->bhqk", do_blk, v_blk, preferred_element_type=jnp.float32)
+    ds = (p * (dp - delta_i)).astype(q_blk.dtype)
+    dq = dq + jnp.einsum("bhqk,bkhd->bqhd", ds, k_blk,
+                         preferred_element_type=jnp.float32) * scale
+    dk = jnp.einsum("bhqk,bqhd->bkhd", ds, q_blk, preferred_element_type=jnp.float32) * scale
+    return dq, dk, dv
+
+
+def _attention_bwd(causal, block_q, block_kv, skip, residuals, do):
     q, k, v, o, lse = residuals
     B, L, H, Dh = q.shape
     scale = jnp.float32(1.0 / math.sqrt(Dh))
@@ -133,33 +233,47 @@ def _attention_bwd(causal, block_q, block_kv, residuals, do):
     deltab = _blocks(_pad(jnp.moveaxis(delta, 2, 1), nq * block_q), block_q)  # [nq, B, bq, H]
     kb = _blocks(_pad(k, nk * block_kv), block_kv)  # [nk, B, bk, H, Dh]
     vb = _blocks(_pad(v, nk * block_kv), block_kv)
-
-    def one_query_block(dkv, xs):
-        i, q_blk, do_blk, lse_blk, delta_blk = xs  # lse, delta: [B, bq, H]
-        lse_i = jnp.moveaxis(lse_blk, 1, 2)[..., None]  # [B, H, bq, 1]
-        delta_i = jnp.moveaxis(delta_blk, 1, 2)[..., None]
-
-        def step(dq, kv):
-            j, k_blk, v_blk = kv
-            s = _scores(q_blk, k_blk, i, j, block_q, block_kv, L, causal)
-            p = jnp.exp(s - lse_i)  # [B, H, bq, bk] float32
-            dv = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), do_blk,
-                            preferred_element_type=jnp.float32)
-            dp = jnp.einsum("bqhd,bkhd->bhqk", do_blk, v_blk, preferred_element_type=jnp.float32)
-            ds = (p * (dp - delta_i)).astype(q.dtype)
-            dq = dq + jnp.einsum("bhqk,bkhd->bqhd", ds, k_blk,
-                                 preferred_element_type=jnp.float32) * scale
-            dk = jnp.einsum("bhqk,bqhd->bkhd", ds, q_blk,
-                            preferred_element_type=jnp.float32) * scale
-            return dq, (dk, dv)
-
-        dq0 = jnp.zeros((B, block_q, H, Dh), jnp.float32)
-        dq, (dk, dv) = jax.lax.scan(step, dq0, (jnp.arange(nk), kb, vb))
-        return (dkv[0] + dk, dkv[1] + dv), dq
-
     zeros = jnp.zeros((nk, B, block_kv, H, Dh), jnp.float32)
-    (dk, dv), dq = jax.lax.scan(one_query_block, (zeros, zeros),
-                                (jnp.arange(nq), qb, dob, lseb, deltab))
+
+    if causal and skip:  # query block i meets key blocks 0 .. J_i only (causal_key_blocks)
+        n_kv = jnp.asarray(causal_key_blocks(L, block_q, block_kv))  # [nq]
+
+        def one_query_block(dkv, xs):
+            i, n, q_blk, do_blk, lse_blk, delta_blk = xs  # lse, delta: [B, bq, H]
+            lse_i = jnp.moveaxis(lse_blk, 1, 2)[..., None]  # [B, H, bq, 1]
+            delta_i = jnp.moveaxis(delta_blk, 1, 2)[..., None]
+
+            def step(j, carry):
+                dq, dk_all, dv_all = carry  # [B, bq, H, Dh], [nk, B, bk, H, Dh] x 2
+                dq, dk, dv = _pair_grads(q_blk, _take(kb, j), _take(vb, j), do_blk, lse_i,
+                                         delta_i, i, j, block_q, block_kv, L, True, scale, dq)
+                dk_all = _put(dk_all, _take(dk_all, j) + dk, j)
+                return dq, dk_all, _put(dv_all, _take(dv_all, j) + dv, j)
+
+            dq0 = jnp.zeros((B, block_q, H, Dh), jnp.float32)
+            dq, dk, dv = jax.lax.fori_loop(0, n, step, (dq0,) + dkv)
+            return (dk, dv), dq
+
+        (dk, dv), dq = jax.lax.scan(one_query_block, (zeros, zeros),
+                                    (jnp.arange(nq), n_kv, qb, dob, lseb, deltab))
+    else:
+        def one_query_block(dkv, xs):
+            i, q_blk, do_blk, lse_blk, delta_blk = xs  # lse, delta: [B, bq, H]
+            lse_i = jnp.moveaxis(lse_blk, 1, 2)[..., None]  # [B, H, bq, 1]
+            delta_i = jnp.moveaxis(delta_blk, 1, 2)[..., None]
+
+            def step(dq, kv):
+                j, k_blk, v_blk = kv
+                dq, dk, dv = _pair_grads(q_blk, k_blk, v_blk, do_blk, lse_i, delta_i, i, j,
+                                         block_q, block_kv, L, causal, scale, dq)
+                return dq, (dk, dv)
+
+            dq0 = jnp.zeros((B, block_q, H, Dh), jnp.float32)
+            dq, (dk, dv) = jax.lax.scan(step, dq0, (jnp.arange(nk), kb, vb))
+            return (dkv[0] + dk, dkv[1] + dv), dq
+
+        (dk, dv), dq = jax.lax.scan(one_query_block, (zeros, zeros),
+                                    (jnp.arange(nq), qb, dob, lseb, deltab))
     dq = _unblocks(dq)[:, :L].astype(q.dtype)
     dk = _unblocks(dk)[:, :L].astype(k.dtype)
     dv = _unblocks(dv)[:, :L].astype(v.dtype)
@@ -175,7 +289,8 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
     `jax.nn.dot_product_attention(q, k, v, is_causal=causal)`), computed in blocks of `block_q`
     queries x `block_kv` keys with an online softmax and a blockwise backward pass (module doc):
     the memory is O(B H block_q block_kv) instead of O(B H L^2). Blocks longer than L are cut
-    to L."""
+    to L. With `causal` the key blocks above the diagonal are neither read nor computed, in the
+    forward or the backward pass (`causal_key_blocks`)."""
     if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one shape [B, L, H, Dh]; got {q.shape}, {k.shape}, "
                          f"{v.shape}")
@@ -183,7 +298,8 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
         raise ValueError(f"block sizes must be positive, got block_q={block_q}, "
                          f"block_kv={block_kv}")
     L = q.shape[1]
-    return _attention(q, k, v, bool(causal), min(int(block_q), L), min(int(block_kv), L))
+    return _attention(q, k, v, bool(causal), min(int(block_q), L), min(int(block_kv), L),
+                      True)
 
 
 def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> Array:
