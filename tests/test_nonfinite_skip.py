@@ -1,0 +1,98 @@
+"""config.training.nonfinite_skip: 'cond' (the update is written only once the finiteness flag is
+known) and 'select' (jnp.where of the new and the old state) give bit-identical states, both skip
+an update that overflows, 'cond' needs less scratch, and a bad value names the field."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import tiny_config
+
+from discrete_diffusion import config_validation, training
+
+
+def _trainer(skip: str, **training_overrides):
+    config = tiny_config()
+    config.training.nonfinite_skip = skip
+    config.training.clip_norm = 1.0
+    for k, v in training_overrides.items():
+        config.training[k] = v
+    config.process.num_classes = int(config.data.synthetic_vocab_size)
+    config_validation.validate(config)
+    return training.get_trainer(config, config.process.num_classes, int(config.data.seq_len))
+
+
+def _batches(n: int, trainer) -> list[dict]:
+    rng = np.random.default_rng(0)
+    k = trainer.config.data.synthetic_vocab_size
+    return [{"tokens": rng.integers(0, k, (16, 16), np.int32)} for _ in range(n)]
+
+
+def _leaves(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def test_cond_and_select_give_identical_states():
+    """Three steps (Adam moments, bias correction, clipping, EMA 0.9): every leaf of the state,
+    parameters, EMA, moments, count and step, equal bit for bit."""
+    states = {}
+    for skip in ("cond", "select"):
+        trainer = _trainer(skip)
+        state = trainer.init_state(0)
+        for batch in _batches(3, trainer):
+            state, _, health = trainer.train_step_checked(state, batch)
+            assert bool(health["finite"])
+        assert int(state.step) == 3
+        states[skip] = _leaves(state)
+    for a, b in zip(states["cond"], states["select"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and the step moved the parameters (the comparison is not of two untouched states)
+    init = _leaves(_trainer("cond").init_state(0))
+    assert any(not np.array_equal(a, b) for a, b in zip(init, states["cond"], strict=True))
+
+
+@pytest.mark.parametrize("skip", ["cond", "select"])
+def test_overflowing_update_is_skipped(skip):
+    """A learning rate that overflows float32 (1e39 -> inf): the loss and gradients are finite,
+    the updated parameters are not, so the whole old state is kept and only the step moves."""
+    trainer = _trainer(skip, learning_rate=1e39)
+    state = trainer.init_state(0)
+    before = _leaves(state.replace(step=jnp.ones((), jnp.int32)))
+    new, _, health = trainer.train_step_checked(state, _batches(1, trainer)[0])
+    assert not bool(health["finite"])
+    assert np.isfinite(float(health["loss"])) and np.isfinite(float(health["grad_norm"]))
+    for a, b in zip(before, _leaves(new), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cond_holds_less_scratch_than_select():
+    """XLA's scratch bytes of the compiled step, with the parameters (embedding and output layer,
+    vocabulary 16384, d = 64) far larger than the activations (batch 2, L = 16): with 'select' the
+    new parameters, EMA and both Adam moments are held until the flag is known, with 'cond' not,
+    which saves at least one parameter set (measured: 1.4; 3.8 for the 12-layer model)."""
+    temps, param_bytes = {}, 0
+    for skip in ("cond", "select"):
+        config = tiny_config()
+        config.training.nonfinite_skip = skip
+        config.training.batch_size = 2
+        config.model.d_model = 64
+        config.process.num_classes = 16384
+        trainer = training.get_trainer(config, 16384, 16)
+        batch = {"tokens": jax.ShapeDtypeStruct((2, 16), jnp.int32,
+                                                sharding=trainer.batch_sharding)}
+        compiled = trainer._train_step_checked.lower(trainer.abstract_state(), batch).compile()
+        temps[skip] = compiled.memory_analysis().temp_size_in_bytes
+        param_bytes = sum(x.size * x.dtype.itemsize
+                          for x in jax.tree.leaves(trainer.abstract_state().params))
+    assert temps["select"] - temps["cond"] >= param_bytes, (temps, param_bytes)
+
+
+def test_bad_value_names_the_field():
+    config = tiny_config()
+    config.training.nonfinite_skip = "where"
+    config.process.num_classes = 8
+    with pytest.raises(ValueError, match=r"config.training.nonfinite_skip='where' is not one of "
+                                         r"\['cond', 'select'\]"):
+        training.get_trainer(config, 8, 16)
