@@ -20,7 +20,15 @@ from discrete_diffusion import (
     sharding,
 )
 from discrete_diffusion.data import DATASETS
-from discrete_diffusion.models import ATTENTION_IMPLS, DTYPES, MODELS, POS_EMBEDDINGS, SIZES
+from discrete_diffusion.methods import chunked
+from discrete_diffusion.models import (
+    ATTENTION_IMPLS,
+    DTYPES,
+    MODELS,
+    POS_EMBEDDINGS,
+    SIZES,
+    attention_block_of,
+)
 
 LR_SCHEDULES = ("constant", "cosine")
 MODES = ("train", "eval", "sample")
@@ -97,15 +105,11 @@ def validate(config: Any) -> None:
     _choice(config, "model.dtype", list(DTYPES))
     if config.model.get("attention_impl", None) is not None:
         _choice(config, "model.attention_impl", [x for x in ATTENTION_IMPLS if x is not None])
-    block = config.model.get("attention_block", 512)
-    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
-        raise ValueError(f"config.model.attention_block={block!r} must be an int > 0 (queries and "
-                         "keys per block of attention_impl='blockwise')")
+    attention_block_of(config.model)
     if "pos_embedding" in config.model:  # configs/base.py has it; older saved configs not
         _choice(config, "model.pos_embedding", list(POS_EMBEDDINGS))
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
-    if config.model.get("logits_chunk", None) is not None:
-        _number(config, "model.logits_chunk", minimum=0, integer=True)
+    chunked.logits_chunk(config)
     if config.model.get("time_conditioning", True) not in (True, False):
         raise ValueError(
             f"config.model.time_conditioning={config.model.time_conditioning!r} must be True or False"

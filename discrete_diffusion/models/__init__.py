@@ -78,6 +78,15 @@ def data_seq_len(config: Any) -> int | None:
     return None if seq_len is None else int(seq_len)
 
 
+def attention_block_of(model_config: Any) -> int:
+    """`config.model.attention_block` (512 if absent), validated: an int > 0."""
+    block = model_config.get("attention_block", 512)
+    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
+        raise ValueError(f"config.model.attention_block={block!r} must be an int > 0 (queries and "
+                         "keys per block of attention_impl='blockwise')")
+    return block
+
+
 def get_model(config: Any, num_classes: int, input_vocab_size: int) -> DiffusionTransformer:
     """Build the network described by `config.model` (an ml_collections ConfigDict section).
 
@@ -91,11 +100,7 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
     size = _choice(cfg, "size", [*SIZES, "custom"])
     dtype = DTYPES[_choice(cfg, "dtype", list(DTYPES), "float32")]
     attention_impl = _choice(cfg, "attention_impl", ATTENTION_IMPLS, None)
-    attention_block = cfg.get("attention_block", 512)
-    if isinstance(attention_block, bool) or not isinstance(attention_block, int) or (
-            attention_block <= 0):
-        raise ValueError(f"config.model.attention_block={attention_block!r} must be an int > 0 "
-                         "(queries and keys per block of attention_impl='blockwise')")
+    attention_block = attention_block_of(cfg)
     pos_embedding = _choice(cfg, "pos_embedding", POS_EMBEDDINGS, "rotary")
     max_len = data_seq_len(config) if pos_embedding == "rotary+learned" else None
 
