@@ -23,10 +23,12 @@ A step whose loss or gradient norm is not finite, or whose update would make a p
 or an optimizer moment non-finite, changes nothing but the step counter, so a finite state stays
 finite. Inside the jitted step (no host callback), by `config.training.nonfinite_skip`:
 
-    'cond' (default)  finite = all leaves of update(state, grads) finite (each leaf reduced as it is
-                      computed, none kept), then lax.cond(finite, update, keep old): the new state
-                      is written over the donated old one. The update's arithmetic runs twice; on
-                      GPU XLA reads the flag on the host (one device-to-host copy per step).
+    'cond' (default)  finite = all leaves of update(state, grads) finite, then
+                      lax.cond(finite, update, keep old): the new state is written over the
+                      donated old one. The update's arithmetic runs twice; for the flag XLA (CPU)
+                      recomputes the new leaves inside the reductions and keeps only the Adam
+                      direction and the clipped gradients (12-layer model: 0.83 GB). XLA:GPU
+                      copies a conditional's predicate to the host (one small wait per step).
     'select'          new = update(state, grads); jnp.where(finite, new, old) per leaf: the whole
                       new parameters, EMA and Adam moments (4 x the parameter bytes) are scratch
                       until the flag is known (12-layer d = 768 model, V = 50257, float32: 2.7 GB).
@@ -199,9 +201,9 @@ class Trainer:
         new = self._update(*old, grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_all_finite(new)
         if self.nonfinite_skip == "cond":
-            # `new` serves only the flag (XLA fuses each leaf into its finiteness reduction, so
-            # none is kept); the branch computes the update again, where XLA cannot merge it with
-            # the first, and writes it into the donated state's buffers.
+            # `new` serves only the flag (XLA recomputes its leaves inside the finiteness
+            # reductions rather than keeping them); the branch computes the update again, where
+            # XLA cannot merge it with the first, and writes it into the donated state's buffers.
             params, ema, opt_state = jax.lax.cond(
                 finite, lambda o, g: self._update(*o, g), lambda o, g: o, old, grads)
         else:  # 'select': the whole new state is scratch until the flag is known
