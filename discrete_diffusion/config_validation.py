@@ -29,6 +29,7 @@ from discrete_diffusion.models import (
     SIZES,
     attention_block_of,
 )
+from discrete_diffusion.training.trainer import NONFINITE_SKIP
 
 LR_SCHEDULES = ("constant", "cosine")
 MODES = ("train", "eval", "sample")
@@ -133,6 +134,8 @@ def validate(config: Any) -> None:
         _number(config, f"training.{field}", minimum=1, integer=True)
     if "max_nonfinite_steps" in config.training:  # configs/base.py has it; older saved configs not
         _number(config, "training.max_nonfinite_steps", minimum=1, integer=True)
+    if "nonfinite_skip" in config.training:  # configs/base.py has it; older saved configs not
+        _choice(config, "training.nonfinite_skip", NONFINITE_SKIP)
     if config.training.get("start_fresh_if_unreadable", False) not in (True, False):
         raise ValueError(
             "config.training.start_fresh_if_unreadable="

@@ -93,6 +93,7 @@ def test_bad_value_names_the_field():
     config = tiny_config()
     config.training.nonfinite_skip = "where"
     config.process.num_classes = 8
-    with pytest.raises(ValueError, match=r"config.training.nonfinite_skip='where' is not one of "
-                                         r"\['cond', 'select'\]"):
-        training.get_trainer(config, 8, 16)
+    for check in (config_validation.validate, lambda c: training.get_trainer(c, 8, 16)):
+        with pytest.raises(ValueError, match=r"config.training.nonfinite_skip='where' is not one "
+                                             r"of \['cond', 'select'\]"):
+            check(config)
