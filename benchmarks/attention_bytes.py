@@ -1,7 +1,7 @@
 """Attention cost, forward + backward: XLA's bytes accessed and FLOPs, and the measured time
 against a plain-matmul reference (issue 16, item 2).
 
-    python benchmarks/attention_bytes.py [--shapes=small,big] [--impls=default,xla,blockwise]
+    python benchmarks/attention_bytes.py [--shapes=small,big] [--impls=matmul,xla,blockwise]
         [--runs=10] [--dtype=float32] [--block]
 
 For each shape, each implementation's `q, k, v -> grad of sum(attention(q, k, v) * do)` (the
@@ -13,8 +13,10 @@ this process, so the ratio to the reference ('t / plain') is robust to the machi
 Implementations:
     plain      the reference, written here as md4 writes it: s = einsum(q, k^T) * scale, masked if
                causal, softmax in float32, einsum(p, v) (no vmap, no grouped heads)
-    default    the library's `attention.dot_product_attention(..., implementation=None)`, what
-               `DiffusionTransformer(attention_impl=None)` calls
+    matmul     the library's two-einsum `attention.matmul_attention` (`attention_impl='matmul'`)
+    default    `attention.dot_product_attention(..., implementation=None)`, what
+               `DiffusionTransformer(attention_impl=None)` calls: matmul, or on the CPU
+               blockwise once L exceeds a block (512), i.e. at the big shape
     xla        `jax.nn.dot_product_attention(..., implementation='xla')` (grouped-query einsums
                under a vmap over the head groups)
     blockwise  `attention.blockwise_attention` (online softmax, blockwise backward pass)
@@ -69,8 +71,10 @@ def plain_attention(q, k, v, causal=False):
 def impl_fn(name, causal):
     if name == "plain":
         return lambda q, k, v: plain_attention(q, k, v, causal)
-    if name == "default":
-        return lambda q, k, v: attention.dot_product_attention(q, k, v, causal=causal)
+    if name in ("default", "matmul"):
+        impl = None if name == "default" else name
+        return lambda q, k, v: attention.dot_product_attention(q, k, v, causal=causal,
+                                                               implementation=impl)
     if name == "xla":
         return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal,
                                                             implementation="xla")
@@ -141,7 +145,7 @@ def cost(compiled) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="small,big")
-    parser.add_argument("--impls", default="default,xla,blockwise")
+    parser.add_argument("--impls", default="matmul,xla,blockwise")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--causal", action="store_true")

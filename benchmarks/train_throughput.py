@@ -83,7 +83,8 @@ flags.DEFINE_list("matmul_size", ["1024", "2048"],
 flags.DEFINE_integer("matmul_runs", 20, "Timed runs per matmul size (median), spread over "
                      "the steps (at least one after each step).")
 flags.DEFINE_list("attention", None, "config.model.attention_impl values to compare in this "
-                  "process, steps alternating ('default' = None), e.g. default,xla,blockwise.")
+                  "process, steps alternating ('default' = None; 'NAME:B' sets "
+                  "attention_block = B), e.g. matmul,blockwise,blockwise:256.")
 flags.mark_flags_as_required(["config"])
 
 # Dense bf16 peak TFLOP/s per device, from the vendors' datasheets (no sparsity).
@@ -151,10 +152,14 @@ def model_flops_per_token(params, num_layers: int, seq_len: int,
 
 
 def _variant(config, impl: str | None):
-    """A copy of `config` with config.model.attention_impl = impl ('default' = None)."""
+    """A copy of `config` with config.model.attention_impl = impl ('default' = None; 'NAME:B'
+    also sets config.model.attention_block = B, e.g. 'blockwise:256')."""
     config = config.copy_and_resolve_references()
+    name, _, block = (impl or "default").partition(":")
     with config.unlocked():
-        config.model.attention_impl = None if impl in (None, "default") else impl
+        config.model.attention_impl = None if name == "default" else name
+        if block:
+            config.model.attention_block = int(block)
     return config
 
 

@@ -1,6 +1,8 @@
-"""The default attention (`models/attention.py: matmul_attention`, `attention_impl=None`): values
-and gradients equal those of `jax.nn.dot_product_attention`'s XLA path, bidirectional and causal,
-in float32 and bfloat16; `dot_product_attention` dispatches by implementation name."""
+"""The two-einsum attention (`models/attention.py: matmul_attention`, `attention_impl='matmul'`,
+and the default `None` for sequences of at most one block or off the CPU): values and gradients
+equal those of `jax.nn.dot_product_attention`'s XLA path, bidirectional and causal, in float32 and
+bfloat16; `dot_product_attention` dispatches by implementation name, and None by
+`auto_implementation`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from discrete_diffusion.models.attention import dot_product_attention, matmul_attention
+from discrete_diffusion.models import get_model
+from discrete_diffusion.models.attention import (
+    auto_implementation,
+    balanced_block,
+    blockwise_attention,
+    dot_product_attention,
+    matmul_attention,
+)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -45,6 +54,46 @@ def test_matmul_attention_equals_jax_xla_path(causal, dtype):
 def test_dot_product_attention_dispatches_by_name():
     q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 5, 2, 4))
     plain = matmul_attention(q, k, v, causal=True)
-    for impl in (None, "xla", "blockwise"):
+    for impl in (None, "matmul", "xla", "blockwise"):
         out = dot_product_attention(q, k, v, causal=True, implementation=impl)
         np.testing.assert_allclose(np.asarray(out), np.asarray(plain), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_implementation_rule():
+    """None: blockwise on the CPU once the sequence spans more than one block, else matmul."""
+    assert auto_implementation(1024, 512, "cpu") == "blockwise"
+    assert auto_implementation(513, 512, "cpu") == "blockwise"
+    assert auto_implementation(512, 512, "cpu") == "matmul"
+    assert auto_implementation(4096, 512, "gpu") == "matmul"
+    assert auto_implementation(4096, 512, "tpu") == "matmul"
+    assert [balanced_block(L, 512) for L in (1024, 784, 1025, 2048, 513)] == [512, 392, 342, 512, 257]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_default_attention_is_the_auto_choice_bit_for_bit(causal):
+    """implementation=None runs exactly what auto_implementation names (here on the CPU): the
+    blockwise path in balanced blocks when L > block, the matmul path otherwise, values and
+    gradients bit for bit."""
+    assert jax.default_backend() == "cpu"
+    q, k, v, w = jax.random.normal(jax.random.key(1), (4, 2, 9, 3, 4))
+
+    def grads(fn):
+        return jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v) * w),
+                                          argnums=(0, 1, 2)))(q, k, v)
+
+    # L = 9 > block 4: three balanced blocks of 3 (not 4 + 4 + a padded 4)
+    for block, ref in ((4, lambda q, k, v: blockwise_attention(q, k, v, causal=causal,
+                                                               block_q=3, block_kv=3)),
+                       (9, lambda q, k, v: matmul_attention(q, k, v, causal=causal))):
+        got = grads(lambda q, k, v, b=block: dot_product_attention(q, k, v, causal=causal,
+                                                                    block=b))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grads(ref)), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_matmul_is_a_valid_attention_impl():
+    from configs import synthetic_absorbing
+
+    config = synthetic_absorbing.get_config()
+    config.model.attention_impl = "matmul"
+    assert get_model(config, 5, 6).attention_impl == "matmul"

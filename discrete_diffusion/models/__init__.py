@@ -17,7 +17,9 @@
                        bit) | 'rotary+learned' (also a learned absolute table pos_embed
                        [seq_len, D] added to the input embedding; its length is the data's
                        seq_len, config.data.seq_len or the dataset's default)
-    attention_impl     None | 'xla' | 'cudnn' | 'blockwise' (pure-JAX flash-style attention,
+    attention_impl     None (auto: 'blockwise' on the CPU when L > attention_block, else
+                       'matmul'; attention.auto_implementation) | 'matmul' (two einsums) |
+                       'xla' | 'cudnn' | 'blockwise' (pure-JAX flash-style attention,
                        models/attention.py: no [B, H, L, L] probabilities kept)
     attention_block    512: queries and keys per block of 'blockwise' (cut to L when longer)
     remat              False | True: recompute each block in the backward pass
@@ -52,7 +54,7 @@ __all__ = [
 
 MODELS = {"dit": DiffusionTransformer, "ar": AutoregressiveTransformer}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ATTENTION_IMPLS = (None, "xla", "cudnn", "blockwise")
+ATTENTION_IMPLS = (None, "matmul", "xla", "cudnn", "blockwise")
 _SIZE_FIELDS = ("num_layers", "d_model", "num_heads", "cond_dim")
 
 

@@ -94,8 +94,9 @@ class Attention(nn.Module):
     """Multi-head self-attention with rotary positions; bidirectional, or causal if `causal`.
 
     Params: `qkv/kernel` [D, 3, H, Dh] and `out/kernel` [H, Dh, D] (no biases, as in MDLM's DiT).
-    Softmax in float32 (`attention.dot_product_attention`); `attention_impl` None (two einsums,
-    `attention.matmul_attention`), 'xla' or 'cudnn' (jax.nn.dot_product_attention's paths), or
+    Softmax in float32 (`attention.dot_product_attention`); `attention_impl` None (by platform and
+    length, `attention.auto_implementation`), 'matmul' (two einsums, `attention.matmul_attention`),
+    'xla' or 'cudnn' (jax.nn.dot_product_attention's paths), or
     'blockwise' (`attention.blockwise_attention`: online softmax over key blocks, no
     [B, H, L, L] probabilities kept for the backward pass)."""
 

@@ -151,10 +151,13 @@ class DiffusionTransformer(nn.Module):
       rotary_base: base of the rotary frequencies.
       remat: rematerialise each block in the backward pass (saves activation memory; keeps only
         each block's input: `remat.remat_module`).
-      attention_impl: None (the default: `attention.matmul_attention`, two einsums and a float32
-        softmax), 'xla' or 'cudnn' (jax.nn.dot_product_attention's paths; 'cudnn' on GPU), or
-        'blockwise' (models/attention.py: online softmax, no [B, H, L, L] kept).
-      attention_block: 'blockwise' only: queries and keys per block (512).
+      attention_impl: None (the default: `attention.auto_implementation`, 'blockwise' on the CPU
+        when L > attention_block, else 'matmul'), 'matmul' (`attention.matmul_attention`, two
+        einsums and a float32 softmax), 'xla' or 'cudnn' (jax.nn.dot_product_attention's paths;
+        'cudnn' on GPU), or 'blockwise' (models/attention.py: online softmax, no [B, H, L, L]
+        kept).
+      attention_block: queries and keys per block of 'blockwise' (512; also the length above
+        which the default picks it on the CPU).
       dtype: compute dtype of the matmuls (float32 or bfloat16); LayerNorm, softmax, the residual
         stream and the logits are float32 regardless.
       param_dtype: dtype of the parameters (float32).
