@@ -118,9 +118,10 @@ def get_config() -> ml_collections.ConfigDict:
     # A step with a non-finite loss or gradient norm leaves the parameters unchanged; this many in
     # a row stop the run (exit status 3, naming the step and the last good checkpoint).
     config.training.max_nonfinite_steps = 3
-    # How the step keeps the old state: 'cond' (the update is written only once the flag is known)
-    # or 'select' (jnp.where: the whole new state is scratch meanwhile); see training/trainer.py.
-    config.training.nonfinite_skip = "cond"
+    # How the step keeps the old state: 'select' (jnp.where: the whole new state is scratch until
+    # the flag is known) or 'cond' (the update is written only once the flag is known: 4 x the
+    # parameter bytes less scratch, the update computed twice, a longer compile); training/trainer.py.
+    config.training.nonfinite_skip = "select"
     # On start, unreadable checkpoints are set aside (checkpoints/corrupt/<step>-<reason>) and the
     # newest readable one restored; if none is readable the run stops (exit status 4) unless True.
     config.training.start_fresh_if_unreadable = False
