@@ -68,7 +68,7 @@ class Autoregressive(MethodBase):
             def chunk(out_params: Params, h_c: Array, x0_c: Array) -> Array:
                 return token_nll(self.model.project_hidden(out_params, h_c), x0_c)
 
-            out_params = {"final": {"out": params["network"]["final"]["out"]}}
+            out_params = chunked.head_params(params)
             return chunked.position_chunks(chunk, self.logits_chunk, out_params, h, x0)
         return token_nll(self.next_token_logits(params, inputs, train=train, key=key), x0)
 

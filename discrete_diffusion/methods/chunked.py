@@ -32,6 +32,13 @@ def logits_chunk(config: Any) -> int:
     return c
 
 
+def head_params(params: Any) -> Any:
+    """The part of a method's parameters `{'network': ...}` that the network's `project_hidden`
+    reads (`{'final': {'out': ...}}`): what a chunk of the output projection needs, passed whole
+    to every chunk instead of the whole network."""
+    return {"final": {"out": params["network"]["final"]["out"]}}
+
+
 def position_chunks(fn: Callable[..., Any], chunk: int, shared: Any, *per_position: Any) -> Any:
     """fn(shared, *per_position) computed over chunks of `chunk` positions, each rematerialised;
     the `[B, c]` outputs are joined back to `[B, L]` (module docstring)."""

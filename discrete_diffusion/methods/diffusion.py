@@ -133,7 +133,7 @@ class Diffusion(MethodBase):
         `logits_chunk` positions: logits_c = h_c W + b -> conversion -> per-token losses, each
         chunk rematerialised (`jax.checkpoint`), so only `[B, c, K]` logits live at a time.
         L need not be a multiple of c: the last L mod c positions form one smaller chunk."""
-        out_params = {"final": {"out": params["network"]["final"]["out"]}}
+        out_params = chunked.head_params(params)
 
         def chunk(shared, h_c, x0_c, x_t_c, extras_c):
             out_params, t = shared

@@ -286,7 +286,7 @@ class Duo(Diffusion):
         """The relaxed loss (2) `[B, L]` from the final hidden states h `[B, L, D]` in chunks of
         `logits_chunk` positions (`methods.chunked`): logits_c = h_c W + b -> conversion ->
         uniform_nelbo_rb of `dual_proc` at (x0_c, z_t_c, t_c), each chunk rematerialised."""
-        out_params = {"final": {"out": params["network"]["final"]["out"]}}
+        out_params = chunked.head_params(params)
 
         def chunk(shared, h_c, x0_c, z_c):
             out_params, t_c = shared

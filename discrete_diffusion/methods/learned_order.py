@@ -407,9 +407,7 @@ class LearnedOrder(MethodBase):
         if self.logits_chunk <= 0:
             return sequence_terms(w, self.kind, self.denoise_fn(params, train=train, key=key),
                                   x0, v, u, self.mask_id, pad)
-        head = ChunkedHead(self.model.project_hidden,
-                           {"final": {"out": params["network"]["final"]["out"]}},
-                           self.logits_chunk)
+        head = ChunkedHead(self.model.project_hidden, chunked.head_params(params), self.logits_chunk)
         denoise = self.denoise_fn(params, train=train, key=key, return_hidden=True)
         return sequence_terms(w, self.kind, denoise, x0, v, u, self.mask_id, pad, head=head)
 

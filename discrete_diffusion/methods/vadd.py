@@ -348,7 +348,7 @@ class VADD(MethodBase):
                 logits = self.model.project_hidden(out_params, h_c)  # [B, c, K]
                 return losses.masked_nelbo(self.proc, logits, x0_c, x_t_c, t[:, None])
 
-            out_params = {"final": {"out": params["network"]["final"]["out"]}}
+            out_params = chunked.head_params(params)
             ce = chunked.position_chunks(chunk, self.logits_chunk, (out_params, t), h, x0, x_t)
             return ce, mean, logvar
         logits = self.decoder_logits(params, x_t, t, z, train=train, key=k_dec)
