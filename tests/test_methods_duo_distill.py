@@ -196,10 +196,15 @@ def test_loss_gradient_zero_limit_and_expectation_by_enumeration():
     assert abs(mc - exact) < 4 * se, (mc, exact, se)
     indep = [np.outer(c.sum(1), c.sum(0)) for c in coupled]  # same marginals, independent noise
     assert abs(expected_kl(kl_all, seqs, indep) - exact) > 8 * se
-    # student = teacher: positive for delta > 0, exactly 0 as delta -> 0 (same (z, t) for both)
+    # student = teacher: positive for delta > 0, 0 as delta -> 0 (same (z, t) for both). The two
+    # network calls are separate XLA computations that may fuse and reorder differently, so "0" is
+    # 0 up to float32 rounding: |KL| <= a few ulps (eps = 1.2e-7) of the per-token log-probabilities.
     same = {"network": params["teacher"], "teacher": params["teacher"]}
-    assert float(loss_and_grads(same, jnp.float32(0.4))[0][0]) > 1e-4
-    assert float(loss_and_grads(same, jnp.float32(0.0))[0][0]) == 0.0
+    positive = float(loss_and_grads(same, jnp.float32(0.4))[0][0])
+    at_zero = float(loss_and_grads(same, jnp.float32(0.0))[0][0])
+    rounding = 16 * float(jnp.finfo(jnp.float32).eps) * max(1.0, np.log(K))  # log K: the log-probs' scale
+    assert positive > 1e-4 and positive > 100 * rounding
+    assert abs(at_zero) <= rounding, (at_zero, rounding)
 
 
 # ------------------------------------------------------------------------- the teacher workdir
