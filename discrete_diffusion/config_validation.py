@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from discrete_diffusion import (
+    config_fields,
     losses,
     methods,
     parameterizations,
@@ -28,6 +29,7 @@ from discrete_diffusion.models import (
     POS_EMBEDDINGS,
     SIZES,
     attention_block_of,
+    time_input_of,
 )
 from discrete_diffusion.training.trainer import NONFINITE_SKIP
 
@@ -84,6 +86,7 @@ def validate(config: Any) -> None:
         if section not in config:
             raise ValueError(f"config.{section} is missing (see configs/base.py)")
     factory = methods.factory(methods.method_name(config))  # registered or importable
+    config_fields.check_known_fields(config, factory)  # no field nobody reads, in any section
     # a method's own fields: its static `validate_config(config)` hook, if it has one (vadd does)
     if isinstance(inspect.getattr_static(factory, "validate_config", None), staticmethod):
         factory.validate_config(config)
@@ -111,6 +114,7 @@ def validate(config: Any) -> None:
         _choice(config, "model.pos_embedding", list(POS_EMBEDDINGS))
     _number(config, "model.dropout", minimum=0.0, maximum=1.0, max_exclusive=True)
     chunked.logits_chunk(config)
+    time_input_of(config)  # config.model.time_input / scale_by_sigma (models/time_input.py)
     if config.model.get("time_conditioning", True) not in (True, False):
         raise ValueError(
             f"config.model.time_conditioning={config.model.time_conditioning!r} must be True or False"

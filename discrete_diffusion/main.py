@@ -29,13 +29,12 @@ if _ROOT not in sys.path:  # so that configs/*.py can `from configs import base`
     sys.path.insert(0, _ROOT)
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from discrete_diffusion import config_validation, sharding  # noqa: E402
+from discrete_diffusion import config_fields, config_validation, sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
-                                lock_config=True)
+# every declared sampler field settable as --config.sampler.FIELD; unknown fields refused in one line
+config_fields.define_config_flag("config", "Experiment config file (configs/*.py).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and samples.")
 flags.DEFINE_enum("mode", "train", list(config_validation.MODES), "What to run.")
 # Multi-host (see discrete_diffusion/sharding.py and launch/): unset = the DD_* environment

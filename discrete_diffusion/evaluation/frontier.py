@@ -473,10 +473,11 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     from absl import app, flags
-    from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Training config (default: workdir/config.json).",
-                                    lock_config=False)
+    from discrete_diffusion import config_fields
+
+    config_fields.define_config_flag("config", "Training config (default: workdir/config.json).",
+                                     lock_config=False)
     flags.DEFINE_string("workdir", None, "A training run's --workdir.")
     flags.DEFINE_string("out_dir", None, "Where the files go (default: workdir/eval).")
     flags.mark_flags_as_required(["workdir"])

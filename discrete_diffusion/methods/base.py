@@ -78,6 +78,9 @@ class MethodBase:
     partition_rules: tuple = ()
     samples_with_config_sampler = False
     sampler_fields: tuple = ()  # config.sampler fields the method reads itself (vadd: 'latent')
+    # The fields it reads per config section beyond the shared ones (config_fields.section_fields):
+    # config.method is closed to these, and 'model' / 'training' / ... entries extend those sections.
+    config_fields: dict = {"method": ("name",)}
 
     def prepare(self, batch: Batch, key: Array) -> Batch:  # noqa: ARG002
         """No per-global-batch randomness: the batch unchanged."""

@@ -176,6 +176,7 @@ class Duo(Diffusion):
 
     name = "duo"
     samples_with_config_sampler = True
+    config_fields = {"method": FIELDS}
 
     def __init__(self, config: Any, num_classes: int):
         if config.process.get("name", None) != "uniform":

@@ -240,6 +240,7 @@ class DuoDistill(Diffusion):
 
     name = "duo_distill"
     samples_with_config_sampler = True
+    config_fields = {"method": FIELDS}
 
     @staticmethod
     def validate_config(config: Any) -> None:

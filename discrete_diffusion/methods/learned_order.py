@@ -323,6 +323,7 @@ class LearnedOrder(MethodBase):
 
     name = "learned_order"
     partition_rules = ((r"(^|/)schedule/theta$", P()),)
+    config_fields = {"method": ("name", *DEFAULTS)}
     samples_with_config_sampler = False
 
     @staticmethod

@@ -248,6 +248,7 @@ class VADD(MethodBase):
     # config.sampler fields this method reads itself (config_validation leaves them out of the
     # validation of the `sampling` package's fields).
     sampler_fields = ("latent",)
+    config_fields = {"method": ("name", "encoder_layers"), "model": ("latent_dim",)}
 
     def __init__(self, config: Any, num_classes: int):
         self.validate_config(config)

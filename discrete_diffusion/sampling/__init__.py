@@ -85,8 +85,10 @@ __all__ = [
     "NAMES", "PROCESS_SAMPLERS", "SAMPLERS", "SWEEP_SAMPLERS", "SAMPLER_DEFAULTS", "Context",
     "SampleResult", "ancestral",
     "categorical", "default_temperature_on", "first_hitting", "generate", "guidance", "informed_pc",
-    "only_fields_of", "psi", "sample", "sampler_fields", "sampler_settings", "score", "transform_logits",
+    "declared_fields", "only_fields_of", "psi", "sample", "sampler_fields", "sampler_settings", "score",
+    "transform_logits",
     "PER_POSITION_SAMPLERS", "is_per_position", "make_context", "ordered_first_hitting",
+    "with_declared_fields",
 ]
 
 SAMPLERS = {
@@ -108,6 +110,7 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "temperature_on": None,  # None: `default_temperature_on` of the process
     "categorical": "exact",  # 'float32': jax.random.categorical's biased float32 Gumbel (ablation)
 }
+SAMPLER_TYPES = {"temperature_on": str}  # the type of each field whose default is None
 TEMPERATURE_ON = ("output", "loo", "denoiser")
 
 # The samplers of each process (config.process.name); a process not listed here accepts all.
@@ -166,6 +169,40 @@ def sampler_fields(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*SAMPLER_DEFAULTS, *SAMPLERS[name].DEFAULTS, *guidance.DEFAULTS]))
 
 
+def declared_fields() -> dict[str, tuple[type, Any]]:
+    """Every config.sampler field that a sampler or guidance reads: name -> (type, default).
+
+    One declaration per field: the owner's `DEFAULTS` (the type is the default's, or the owner's
+    `TYPES` entry where the default is None). A field several samplers read (`bridge`) must have
+    one default; a clash is an error here, so a test catches it.
+    """
+    owners = [("sampling", SAMPLER_DEFAULTS, SAMPLER_TYPES), ("guidance", guidance.DEFAULTS, guidance.TYPES)]
+    owners += [(n, SAMPLERS[n].DEFAULTS, getattr(SAMPLERS[n], "TYPES", {})) for n in NAMES]
+    out: dict[str, tuple[type, Any]] = {}
+    for owner, defaults, types_ in owners:
+        for key, default in defaults.items():
+            kind = types_.get(key) if default is None else type(default)
+            if kind is None:
+                raise TypeError(f"sampler field {key!r} of {owner!r} has default None and no TYPES entry")
+            if key in out and out[key] != (kind, default):
+                raise TypeError(f"sampler field {key!r}: {owner!r} declares {(kind, default)}, "
+                                f"another sampler {out[key]}")
+            out[key] = (kind, default)
+    return out
+
+
+def with_declared_fields(section: Any) -> None:
+    """Adds to config.sampler (an unlocked ConfigDict) every `declared_fields` entry it lacks, at
+    its default (a typed placeholder where the default is None), so that each is settable as
+    `--config.sampler.FIELD=VALUE`. A field of another sampler left at its default is accepted by
+    validation; set to anything else it is refused (`_check_sampler_fields`)."""
+    from ml_collections import config_dict
+
+    for key, (kind, default) in declared_fields().items():
+        if key not in section:
+            section[key] = config_dict.placeholder(kind) if default is None else default
+
+
 def only_fields_of(name: str, section: Any) -> dict[str, Any]:
     """The fields of a sampler section (dict or ConfigDict) that sampler `name` reads, plus those no
     sampler knows (so that typos still fail validation); fields of other samplers are dropped."""
@@ -183,6 +220,8 @@ def _check_sampler_fields(section: Any, name: str) -> None:
         if key in allowed:
             continue
         owners = [n for n in NAMES if key in SAMPLERS[n].DEFAULTS]
+        if owners and section[key] == declared_fields()[key][1]:
+            continue  # another sampler's field at its default (`with_declared_fields`): no effect
         if owners:
             why = f"a field of {owners}, which config.sampler.name={name!r} does not read"
         else:

@@ -130,6 +130,7 @@ DEFAULTS: dict[str, Any] = {
     "classifier_mode": "exact",
     "classifier_time": "t",  # 't' (the papers) | 's' (Bayes' rule for a one-position step)
 }
+TYPES = {"guidance": str, "null_label": int}  # the type of each field whose default is None
 CLASSIFIER_TIMES = ("t", "s")
 
 

@@ -72,6 +72,7 @@ DEFAULTS = {
     "mh_correct": False,
     "greedy_final": False,
 }
+TYPES = {"sites_per_sweep": int}  # the type of each field whose default is None
 GIBBS_SITES_PER_SWEEP = 12
 
 
