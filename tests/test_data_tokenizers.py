@@ -29,7 +29,8 @@ def test_char_tokenizer_round_trip_and_order():
 
 def test_char_tokenizer_masks_unknown_and_save(tmp_path):
     tok = tl.CharTokenizer.from_texts(["abc"])
-    assert tok.decode([0, 3, 2, 99]) == "a_c_"
+    assert tok.decode([0, 3, 2, 99]) == "a\u2588c\u2588"  # a mask is no character of the corpus
+    assert tl.CharTokenizer(["_", "\u2588", "a"]).decode([0, 3]) == "_\u2591"  # the next one it lacks
     with pytest.raises(ValueError, match="not in the CharTokenizer vocabulary"):
         tok.encode("abz")
     tok.save(tmp_path / "chars.json")

@@ -175,7 +175,7 @@ def test_install_cell_local_copy(tmp_path, monkeypatch):
                                                          "DD_NOTEBOOK_CUDA": "0"})
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     assert commands == [
-        [*pip, "-e", ROOT],
+        [*pip, "-c", os.path.join(ROOT, "constraints.txt"), "-e", f"{ROOT}[train,eval]"],
         [*pip, "--no-deps", "-r", os.path.join(ROOT, "requirements-data.txt")],
     ]
     assert str(ns["REPO"]) == ROOT and sys.path[0] == ROOT
@@ -195,17 +195,37 @@ def test_install_cell_clone_and_cuda(tmp_path, monkeypatch):
         "DD_NOTEBOOK_REPO_URL": url, "DD_NOTEBOOK_CUDA": "1"}, on_clone=fake_clone)
     repo = str(tmp_path / "discrete_diffusion_repo")
     assert commands[0] == ["git", "clone", "--depth", "1", url, repo]
-    assert commands[1][-2:] == ["-e", repo]
+    assert commands[1][-2:] == ["-e", f"{repo}[train,eval]"]
     assert commands[2][-3:] == ["--no-deps", "-r", os.path.join(repo, "requirements-data.txt")]
     assert commands[3][-1] == f"jax[cuda12]=={importlib.metadata.version('jax')}"
     assert len(commands) == 4 and str(ns["REPO"]) == repo
 
 
 def test_install_cell_errors(tmp_path, monkeypatch):
-    """The placeholder REPO_URL is refused before any download; a package replaced after it was
+    """An unset REPO_URL is refused before any download; a package replaced after it was
     imported asks for a restart."""
     with pytest.raises(ValueError, match="REPO_URL"):
         _run_install(monkeypatch, tmp_path, {"DD_NOTEBOOK_CUDA": "0"})
     monkeypatch.setitem(sys.modules, "optax", types.SimpleNamespace(__version__="0.0.0"))
     with pytest.raises(RuntimeError, match=r"\['optax'\].*restart the session"):
         _run_install(monkeypatch, tmp_path, {"DD_NOTEBOOK_REPO_DIR": ROOT, "DD_NOTEBOOK_CUDA": "0"})
+
+
+def test_settings_are_the_quickstart_config_and_the_run_dir_is_ignored(tmp_path, monkeypatch):
+    """The settings cell's defaults are configs/shakespeare_absorbing.py's training settings (the
+    README's quickstart), REPO_URL is empty until the user sets it, and the folder the notebook
+    writes (notebooks/WORKDIR) is git-ignored."""
+    from configs import shakespeare_absorbing
+
+    real_run = subprocess.run  # _run_install records subprocess.run calls instead
+    _, ns = _run_install(monkeypatch, tmp_path, {"DD_NOTEBOOK_REPO_DIR": ROOT, "DD_NOTEBOOK_CUDA": "0"})
+    config = shakespeare_absorbing.get_config()
+    assert ns["CONFIG_NAME"] == "shakespeare_absorbing" and ns["REPO_URL"] == ""
+    pairs = {"BATCH_SIZE": config.training.batch_size, "LEARNING_RATE": config.training.learning_rate,
+             "NUM_STEPS": config.training.num_steps, "TRAIN_MINUTES": config.training.max_train_minutes,
+             "EVAL_BATCHES": config.training.eval_batches, "SEQ_LEN": config.data.seq_len,
+             "NUM_LAYERS": config.model.num_layers, "D_MODEL": config.model.d_model,
+             "NUM_HEADS": config.model.num_heads}
+    assert {k: ns[k] for k in pairs} == pairs
+    ignored = real_run(["git", "-C", ROOT, "check-ignore", "-q", f"notebooks/{ns['WORKDIR']}/x.json"])
+    assert ignored.returncode == 0, f"notebooks/{ns['WORKDIR']}/ is not in .gitignore"

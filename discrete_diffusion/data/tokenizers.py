@@ -3,9 +3,10 @@
 Library convention: a tokenizer only knows the K *clean* classes, ids ``0 .. K-1`` with
 ``K = tokenizer.vocab_size``. The diffusion MASK token is not part of any tokenizer: the masked
 process uses id ``K`` for it (so ``x_t`` takes ``K + 1`` values) and owns that id. Every
-``decode`` here tolerates ids ``>= K`` and renders them as a visible placeholder (``'_'`` for
-characters and integer ids, ``'[MASK]'`` for sentencepiece and Hugging Face tokenizers), so
-samples with leftover masks can be printed.
+``decode`` here tolerates ids ``>= K`` and renders them as a visible placeholder (for characters
+the first of ``CHAR_MASKS`` that is not a character of the corpus, ``'█'`` unless the corpus holds
+it, so a mask never reads as text; ``'_'`` for integer ids; ``'[MASK]'`` for sentencepiece and
+Hugging Face tokenizers), so samples with leftover masks can be printed.
 
 Implementations:
   * ``CharTokenizer``: one id per character of the corpus (sorted code points, deterministic).
@@ -33,7 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-CHAR_MASK = "_"
+CHAR_MASK = "_"  # integer ids (IntegerTokenizer)
+CHAR_MASKS = ("\u2588", "\u2591", "\u00a4", "\ufffd")  # characters: the first the corpus lacks
 PIECE_MASK = "[MASK]"
 SPM_SPEC_VERSION = 1
 
@@ -108,6 +110,7 @@ class CharTokenizer:
         if not chars or any(len(c) != 1 for c in chars):
             raise ValueError("CharTokenizer needs a non-empty set of single characters")
         self._chars = chars
+        self.mask_char = next((c for c in CHAR_MASKS if c not in chars), CHAR_MASKS[0])
         self._index = {c: i for i, c in enumerate(chars)}
         self._codepoints = np.array([ord(c) for c in chars], dtype=np.int64)
 
@@ -149,9 +152,10 @@ class CharTokenizer:
         return pos.astype(np.int32)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Concatenated characters; ids ``>= vocab_size`` (mask) render as ``'_'``."""
+        """Concatenated characters; ids ``>= vocab_size`` (mask) render as ``self.mask_char``, a
+        character the corpus does not hold (``'█'`` unless it does)."""
         return "".join(
-            self._chars[i] if i < len(self._chars) else CHAR_MASK for i in _as_id_list(ids)
+            self._chars[i] if i < len(self._chars) else self.mask_char for i in _as_id_list(ids)
         )
 
     def save(self, path: str | os.PathLike) -> None:
