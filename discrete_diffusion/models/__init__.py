@@ -23,6 +23,10 @@
                        models/attention.py: no [B, H, L, L] probabilities kept)
     attention_block    512: queries and keys per block of 'blockwise' (cut to L when longer)
     remat              False | True: recompute each block in the backward pass
+    time_input         'scaled_t' (1000 t, the default) | 'sigma' (-log alpha_t of
+                       config.process.schedule, the reference DiTs' input; models/time_input.py)
+    scale_by_sigma     False | True: SEDD's absorbing-graph log-score shift of the output
+                       (needs time_input='sigma', the masked process, parameterization 'score')
 
 Other fields of `config.model` (e.g. `parameterization`) are ignored here.
 """
@@ -33,6 +37,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from discrete_diffusion.models.time_input import TIME_INPUTS, time_input_of
 from discrete_diffusion.models.transformer import (
     POS_EMBEDDINGS,
     SIZES,
@@ -45,11 +50,13 @@ from discrete_diffusion.models.transformer import (
 __all__ = [
     "POS_EMBEDDINGS",
     "SIZES",
+    "TIME_INPUTS",
     "AutoregressiveTransformer",
     "DiffusionTransformer",
     "ar_inputs",
     "example_inputs",
     "get_model",
+    "time_input_of",
 ]
 
 MODELS = {"dit": DiffusionTransformer, "ar": AutoregressiveTransformer}
@@ -135,6 +142,10 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
     dropout = float(cfg.get("dropout", 0.1))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"config.model.dropout={dropout} must be in [0, 1)")
+    time_input, schedule = time_input_of(config)
+    # only non-default time fields are passed: the default network is the same module as before
+    time_fields = {} if time_input == "scaled_t" else dict(
+        time_input=time_input, schedule=schedule, scale_by_sigma=bool(cfg.get("scale_by_sigma", False)))
 
     return MODELS[name](
         num_classes=num_classes,
@@ -153,4 +164,5 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
         attention_block=attention_block,
         dtype=dtype,
         param_dtype=jnp.float32,
+        **time_fields,
     )

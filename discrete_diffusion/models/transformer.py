@@ -11,6 +11,7 @@ classes:
     h    = soft_weights @ E                                     dense, soft_weights [B, L, V]
     h    = h + pos_embed[:L]                                    only if pos_embedding='rotary+learned'
     cond = silu(time_embed(t) + label_embed(y) + latent_embed(z))   [B, Lc, C], Lc = 1 or L
+         (time_embed reads 1000 t, or sigma = -log alpha_t with time_input='sigma')
          (time term only if time_conditioning; label term only if num_labels > 0; latent term
          only if latent_dim > 0; 0 if none)
     h    = blocks_{num_layers-1}( ... blocks_0(h, cond))       pre-LN, rotary attention, adaLN-zero
@@ -71,6 +72,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion.models import time_input as time_input_lib
 from discrete_diffusion.models.layers import (
     DiTBlock,
     FinalLayer,
@@ -147,7 +149,13 @@ class DiffusionTransformer(nn.Module):
         absolute table pos_embed [max_len, D] added to the input embedding; module doc).
       max_len: rows of pos_embed (the data's seq_len); None = the input length at init. Only read
         with pos_embedding='rotary+learned'.
-      time_scale: t is multiplied by this before the sinusoidal embedding.
+      time_scale: t is multiplied by this before the sinusoidal embedding (time_input 'scaled_t').
+      time_input: 'scaled_t' (time_scale * t, the default) or 'sigma' (-log alpha_t of `schedule`,
+        the reference DiTs' input; models/time_input.py).
+      schedule: the process's noise schedule (a frozen `schedules` dataclass); read only by
+        time_input='sigma' and scale_by_sigma.
+      scale_by_sigma: SEDD's absorbing-graph score output: the logits minus
+        log(e^sigma - 1) + log(V - 1), V = input_vocab_size (models/time_input.py eq. 1).
       rotary_base: base of the rotary frequencies.
       remat: rematerialise each block in the backward pass (saves activation memory; keeps only
         each block's input: `remat.remat_module`).
@@ -179,6 +187,9 @@ class DiffusionTransformer(nn.Module):
     pos_embedding: str = "rotary"
     max_len: int | None = None
     time_scale: float = 1000.0
+    time_input: str = "scaled_t"
+    schedule: Any = None
+    scale_by_sigma: bool = False
     rotary_base: float = 10_000.0
     remat: bool = False
     attention_impl: str | None = None
@@ -197,26 +208,26 @@ class DiffusionTransformer(nn.Module):
         if self.pos_embedding not in POS_EMBEDDINGS:
             raise ValueError(f"pos_embedding={self.pos_embedding!r} (config.model.pos_embedding) is "
                              f"not one of {list(POS_EMBEDDINGS)}")
+        if self.time_input not in time_input_lib.TIME_INPUTS:
+            raise ValueError(f"time_input={self.time_input!r} (config.model.time_input) is not one "
+                             f"of {list(time_input_lib.TIME_INPUTS)}")
+        if (self.time_input == "sigma" or self.scale_by_sigma) and self.schedule is None:
+            raise ValueError("time_input='sigma' and scale_by_sigma need the process's schedule "
+                             "(DiffusionTransformer.schedule)")
 
     def _conditioning(self, t: Array | None, label: Array | None, batch: int, length: int,
                       latent: Array | None = None) -> Array:
         """SiLU-activated conditioning `[B, Lc, C]` (Lc = 1: t per sequence; Lc = L: per token)."""
         cond = jnp.zeros((batch, 1, self.cond_dim), jnp.float32)  # [B, 1, C]
         if self.time_conditioning:
-            if t is None:
-                raise ValueError("t is required when time_conditioning=True")
-            t = jnp.asarray(t, jnp.float32)
-            if t.ndim == 0:
-                t = jnp.broadcast_to(t, (batch,))
-            if t.shape == (batch,):
-                t = t[:, None]  # [B, 1]: one time per sequence, broadcast over positions
-            elif t.shape != (batch, length):
-                raise ValueError(
-                    f"t must have shape [B]={(batch,)} or [B, L]={(batch, length)}, got {t.shape}"
-                )
+            t = self._times(t, batch, length)  # [B, Lc]
+            if self.time_input == "sigma":  # -log alpha_t, unscaled (the reference DiTs)
+                t, time_scale = time_input_lib.sigma_of(self.schedule, t), 1.0
+            else:
+                time_scale = self.time_scale
             time_embed = TimestepEmbedder(
                 self.cond_dim,
-                time_scale=self.time_scale,
+                time_scale=time_scale,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name="time_embed",
@@ -250,6 +261,22 @@ class DiffusionTransformer(nn.Module):
             raise ValueError("latent was passed but the model has latent_dim=0; set "
                              "config.model.latent_dim (the VADD method does)")
         return nn.silu(cond)
+
+    @staticmethod
+    def _times(t: Array | None, batch: int, length: int) -> Array:
+        """t as float32 `[B, Lc]` (Lc = 1: one time per sequence; Lc = L: per position)."""
+        if t is None:
+            raise ValueError("t is required when time_conditioning=True or scale_by_sigma=True")
+        t = jnp.asarray(t, jnp.float32)
+        if t.ndim == 0:
+            t = jnp.broadcast_to(t, (batch,))
+        if t.shape == (batch,):
+            t = t[:, None]  # [B, 1]: one time per sequence, broadcast over positions
+        elif t.shape != (batch, length):
+            raise ValueError(
+                f"t must have shape [B]={(batch,)} or [B, L]={(batch, length)}, got {t.shape}"
+            )
+        return t
 
     def _latent_embedding(self, latent: Array | None, batch: int) -> Array:
         """latent_embed(z) `[B, 1, C]` (float32) of a latent z `[B, Z]`."""
@@ -383,9 +410,19 @@ class DiffusionTransformer(nn.Module):
             )(h, cond, not train)
         if output_positions is not None:
             h, cond = _gather_positions(h, cond, output_positions)  # [B, P, D], [B, 1 or P, C]
-        return FinalLayer(
+        out = FinalLayer(
             self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="final"
         )(h, cond, return_hidden)  # [B, L, K] float32 ([B, L, D] with return_hidden)
+        if not self.scale_by_sigma:
+            return out
+        if return_hidden:
+            raise ValueError("return_hidden=True is not supported with scale_by_sigma=True "
+                             "(project_hidden does not apply SEDD's output shift)")
+        shift = time_input_lib.score_shift(
+            time_input_lib.sigma_of(self.schedule, self._times(t, B, L)), self.input_vocab_size)
+        if output_positions is not None and shift.shape[1] > 1:  # per-position times
+            shift = jnp.take_along_axis(shift, jnp.asarray(output_positions), axis=1)
+        return out - shift[..., None]  # [B, L, K]: SEDD's log-score (time_input.py eq. 1)
 
     @nn.nowrap
     def project_hidden(self, params: Any, h: Array) -> Array:
