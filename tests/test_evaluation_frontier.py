@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import types
 
 import ml_collections
@@ -101,6 +102,8 @@ def test_sweep_rows_files_and_plots(tmp_path):
     rows = frontier.run_sweep(generate, lambda r: " ".join(map(str, r)), points, base, 400, judge,
                               stats, log=logs.append)
     assert len(rows) == len(points) == 7 and len(logs) == 7
+    assert "; frontier: 7/7 points (100%) [" in logs[-1]  # the progress line with its ETA
+    assert re.search(r"; frontier: 3/7 points \(43%\) \[\d\d:\d\d<\d\d:\d\d", logs[2])
     assert len(calls) == len({p.settings() for p in points}) == 5  # shared generations
     assert all(c["reuse_output"] and c["name"] == "ancestral" for c in calls)  # base kept
     temp = sorted((r for r in rows if r["sweep"] == "temperature"), key=lambda r: r["temperature"])
@@ -190,3 +193,14 @@ def test_exact_judge_reports_the_standard_error_of_its_perplexity():
     assert big["gen_ppl_se"] == pytest.approx(
         big["gen_ppl"] * np.std(nll, ddof=1) / math.sqrt(1600), rel=1e-9)
     assert small["gen_ppl_se"] / big["gen_ppl_se"] == pytest.approx(4.0, rel=0.25)
+
+
+def test_text_stats_carry_the_real_word_fraction_of_text_corpora():
+    tokenizer = types.SimpleNamespace(eos_id=None)
+    tokens = np.array([[1, 2, 3], [3, 2, 1]])
+    texts = ["the kinq is", "dead king"]
+    with_words = frontier.make_stats(types.SimpleNamespace(
+        tokenizer=tokenizer, info={"word_vocabulary": lambda: frozenset({"the", "is", "king"})}))
+    assert with_words(tokens, texts)["real_word_fraction"] == pytest.approx(3 / 5)
+    no_words = frontier.make_stats(types.SimpleNamespace(tokenizer=tokenizer, info={}))
+    assert "real_word_fraction" not in no_words(tokens, texts)

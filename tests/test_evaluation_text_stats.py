@@ -104,3 +104,15 @@ def test_large_and_negative_ids_use_exact_byte_keys():
             assert ts.corpus_distinct_n(other, n) == ts.corpus_distinct_n(z, n)
     ragged = [z[0], z[1, :2], z[2, :0]]  # too short and empty samples
     assert ts.corpus_distinct_n([r * 10**15 for r in ragged], 3) == ts.corpus_distinct_n(ragged, 3)
+
+
+def test_real_words_pools_the_set_with_the_ratio_standard_error():
+    vocab = {"the", "king", "is", "dead"}
+    texts = ["the kinq is dead", "xx the", "king", ""]  # real/words: 3/4, 1/2, 1/1, 0/0
+    out = ts.real_words(texts, vocab)
+    assert out["real_word_fraction"] == pytest.approx(5 / 7) and out["num_words"] == 7
+    a, b, r = np.array([3, 1, 1, 0.0]), np.array([4, 2, 1, 0.0]), 5 / 7
+    se = math.sqrt(np.sum((a - r * b) ** 2) / (4 * 3)) / b.mean()  # delta method by hand
+    assert out["real_word_fraction_se"] == pytest.approx(se)
+    none = ts.real_words(["", "?!"], vocab)
+    assert math.isnan(none["real_word_fraction"]) and none["num_words"] == 0

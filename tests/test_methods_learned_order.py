@@ -191,26 +191,33 @@ def test_per_token_schedule_in_the_masked_process_and_nelbo():
 
 
 # ---- the gradient ----------------------------------------------------------------------------
+def _node_terms(w, kind: str, logits, v: float):
+    """(log q [27, 8], f [27, 8]) at v: the method's time t = v^(1/c) (one c per clean row,
+    `lo.time_power`), the log-probability of every mask pattern and its importance-weighted
+    integrand f (the method's functions)."""
+    xt, x0s = jnp.asarray(masked_inputs()), jnp.asarray(X0S)
+    w_tok = lo.token_powers(w, x0s, kind)  # [27, L]
+    c = lo.time_power(w_tok)  # [27]
+    log_t = lo.log_times(jnp.full((27,), v), c)  # [27]
+    log_q = lo.log_mask_prob(jnp.asarray(PATTERNS)[None], w_tok[:, None], log_t[:, None, None])
+    r = lo.rates(w, kind, log_t, c, x0s)[:, None]
+    return log_q, losses.masked_nelbo_rates(logits, x0s[:, None], xt, MASK, r).sum(-1)
+
+
+def _legendre(n_nodes: int):
+    v, wv = np.polynomial.legendre.leggauss(n_nodes)
+    return 0.5 * (v + 1.0), 0.5 * wv
+
+
 def _enumerated(w_theta_free: jnp.ndarray, kind: str, denoise, n_nodes: int = 12):
     """(E[loss], E[surrogate]) with masks enumerated (pairs for the surrogate) and Gauss-Legendre
     over v (t = v^(1/c), the method's importance-sampled time), per the method's functions."""
-    v, wv = np.polynomial.legendre.leggauss(n_nodes)
-    v, wv = 0.5 * (v + 1.0), 0.5 * wv
     logits = table_logits(denoise)
-    xt = jnp.asarray(masked_inputs())
-    x0s = jnp.asarray(X0S)
-    pats = jnp.asarray(PATTERNS)
     p0 = jnp.asarray(P0.reshape(-1))
     w = w_theta_free
-    c = lo.time_power(w)
     loss, surrogate = 0.0, 0.0
-    for vi, wi in zip(v, wv, strict=True):
-        log_t = lo.log_times(jnp.full((27,), vi), c)  # [27]
-        w_tok = lo.token_powers(w, x0s, kind)  # [27, L]
-        log_q = lo.log_mask_prob(pats[None], w_tok[:, None], log_t[:, None, None])  # [27, 8]
-        r = lo.rates(w, kind, log_t, c, x0s)
-        r = r[:, None] if kind == "position" else r[:, None]
-        f = losses.masked_nelbo_rates(logits, x0s[:, None], xt, MASK, r).sum(-1)  # [27, 8]
+    for vi, wi in zip(*_legendre(n_nodes), strict=True):
+        log_q, f = _node_terms(w, kind, logits, vi)
         q = jnp.exp(log_q)
         loss = loss + wi * jnp.sum(p0 * jnp.sum(q * f, -1))
         # pairs (z1, z2): [2, 27 * 64]
@@ -241,18 +248,33 @@ def test_expected_rloo_gradient_equals_the_gradient_of_the_enumerated_loss(kind)
     assert np.abs(np.asarray(g_path) - np.asarray(g_true)).max() > 1e-2
 
 
+def test_value_estimator_expectation_is_the_exact_nelbo_and_ignores_absent_ids():
+    """E_{v, masks}[f] of the method's importance-sampled estimator (one time proposal per row,
+    c = min of the row's own powers / 2) equals the exact NELBO, the Plackett-Luce mixture plus
+    the compensator, row by row; also with an id (2) absent from the rows and a tiny power, whose
+    power then leaves the rows' time law alone (with c = min over all K powers every row's t
+    would follow the unseen id's power to 0)."""
+    with jax.enable_x64(True):
+        denoise = prefix_denoiser()
+        logits, nll = table_logits(denoise), nll_table(denoise)
+        for w, rows in ((W_NICE, np.arange(27)), (np.array([0.5, 1.5, 1e-3]),
+                                                    np.flatnonzero((X0S != 2).all(-1)))):
+            expect = 0.0
+            for vi, wi in zip(*_legendre(24), strict=True):  # exact: polynomial in v
+                log_q, f = _node_terms(jnp.asarray(w), "value", logits, vi)
+                expect = expect + wi * np.asarray(jnp.sum(jnp.exp(log_q) * f, -1))
+            exact = pl_mixture(lambda a, w=w: w[X0S[a]], nll) + compensator(w, denoise)
+            np.testing.assert_allclose(expect[rows], exact[rows], rtol=1e-9, atol=1e-9)
+        x0 = jnp.asarray(X0S[rows])
+        c = lo.time_power(lo.token_powers(jnp.array([0.5, 1.5, 1e-3]), x0, "value"))
+        np.testing.assert_allclose(c, 0.5 * np.where((X0S[rows] == 0).any(-1), 0.5, 1.5))
+
+
 def _pathwise(w, kind, denoise):
     """E[f] with the mask probabilities held fixed (stop_gradient): the pathwise part only."""
-    v, wv = np.polynomial.legendre.leggauss(12)
-    v, wv = 0.5 * (v + 1.0), 0.5 * wv
-    logits, xt, x0s = table_logits(denoise), jnp.asarray(masked_inputs()), jnp.asarray(X0S)
-    c, total = lo.time_power(w), 0.0
-    for vi, wi in zip(v, wv, strict=True):
-        log_t = lo.log_times(jnp.full((27,), vi), c)
-        log_q = lo.log_mask_prob(jnp.asarray(PATTERNS)[None],
-                                 lo.token_powers(w, x0s, kind)[:, None], log_t[:, None, None])
-        r = lo.rates(w, kind, log_t, c, x0s)[:, None]
-        f = losses.masked_nelbo_rates(logits, x0s[:, None], xt, MASK, r).sum(-1)
+    logits, total = table_logits(denoise), 0.0
+    for vi, wi in zip(*_legendre(12), strict=True):
+        log_q, f = _node_terms(w, kind, logits, vi)
         q = jax.lax.stop_gradient(jnp.exp(log_q))
         total = total + wi * jnp.sum(jnp.asarray(P0.reshape(-1)) * jnp.sum(q * f, -1))
     return total
@@ -484,3 +506,55 @@ def test_value_ancestral_sampler_with_the_exact_model_matches_the_data_law():
     tv = oracle.total_variation(oracle.empirical_law(np.asarray(toks), K), P0.reshape(-1))
     floor = oracle.expected_tv_floor(P0.reshape(-1), n)
     assert tv < 1.5 * floor + 0.005, (tv, floor)  # + the O(1/num_steps) parallel-step error
+
+
+def test_value_schedule_training_keeps_masking_when_an_id_never_occurs():
+    """GenMD4's value schedule, K = 32 with only ids 0..15 in the data (i.i.d. tokens, exact
+    entropy H), schedule learning rate 0.1: the compensator shrinks the unseen ids' powers at
+    every step. The rows' time proposal must not follow them: after training, most rows still
+    have a masked position and the held-out NELBO is not below H (3 SE). With c = min over all K
+    powers (the first version) the unseen w fell to ~0.02 in these 300 steps and ~6% of rows kept
+    a mask (0.5% of rows at 1500 steps, the issue's measurement)."""
+    import optax
+
+    k_vocab, seq, rows = 32, 8, 16
+    p = np.exp(-0.35 * np.arange(16))
+    p /= p.sum()
+    entropy = float(-(p * np.log(p)).sum())  # nats per token
+    p_all = jnp.asarray(np.concatenate([p, np.zeros(k_vocab - 16)]), jnp.float32)
+    config = _synthetic_config(schedule="value", schedule_learning_rate=0.1)
+    config.process.num_classes, config.model.d_model, config.model.cond_dim = k_vocab, 16, 16
+    config.model.time_conditioning = True
+    m = methods.get(config, k_vocab)
+
+    def data(key, n):
+        return jax.random.choice(key, k_vocab, (n, seq), p=p_all).astype(jnp.int32)
+
+    params = m.init(jax.random.PRNGKey(0), {"tokens": data(jax.random.PRNGKey(1), rows)})
+    tx = m.optimizer(config.training, optax.adam(3e-3))
+
+    @jax.jit
+    def train(params):
+        def step(carry, key):
+            params, opt = carry
+            k_x, k_p, k_l = jax.random.split(key, 3)
+            batch = m.prepare({"tokens": data(k_x, rows)}, k_p)
+            g = jax.grad(lambda q: m.loss(q, batch, k_l)[0])(params)
+            updates, opt = tx.update(g, opt, params)
+            return (optax.apply_updates(params, updates), opt), None
+
+        keys = jax.random.split(jax.random.PRNGKey(2), 300)
+        return jax.lax.scan(step, (params, tx.init(params)), keys)[0][0]
+
+    params = train(params)
+    w = np.asarray(m.powers(params))
+    assert w[16:].max() < 0.5 * w[:16].min(), w  # the unseen powers did shrink
+    held = data(jax.random.PRNGKey(3), 512)
+    _, aux = jax.jit(lambda q, b, k: m.loss(q, m.prepare(b, k), k, train=False))(
+        params, {"tokens": held}, jax.random.PRNGKey(4))
+    masked_rows = float((np.asarray(aux["nelbo"]) != 0).any(-1).mean())
+    assert masked_rows >= 0.5, (masked_rows, w)
+    nelbo = np.asarray(jax.jit(m.nelbo_samples, static_argnums=3)(
+        params, {"tokens": held}, jax.random.PRNGKey(5), 2)).mean(-1) / seq
+    se = nelbo.std() / math.sqrt(len(nelbo))
+    assert nelbo.mean() >= entropy - 3 * se, (nelbo.mean(), se, entropy)

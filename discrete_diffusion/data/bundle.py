@@ -53,6 +53,7 @@ The global batch size is ``config.training.batch_size``; each process reads
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,6 +70,7 @@ from discrete_diffusion.data import (
     prepared,
     shakespeare,
     synthetic,
+    words,
 )
 from discrete_diffusion.data import images as images_lib
 from discrete_diffusion.data import tokenizers as tok_lib
@@ -104,7 +106,8 @@ class DataBundle:
     raises ValueError here rather than reaching the jitted step. ``num_classes`` is K (the
     mask id of the masked process); ``num_labels`` is the number of class labels (images) or
     None. ``info`` holds dataset facts (sizes; for synthetic data the exact ``entropy_rate``,
-    ``sequence_entropy`` and the ``chain`` itself).
+    ``sequence_entropy`` and the ``chain`` itself; for text read in memory, ``word_vocabulary``:
+    a function returning the set of the training split's words, ``data.words.vocabulary``).
     """
 
     train_iter: grain.DatasetIterator
@@ -349,6 +352,8 @@ def _text_splits(s: _Settings) -> _Splits:
         "validation_documents": len(valid_txt),
         "train_tokens": int(sum(map(len, train_docs))),
         "validation_tokens": int(sum(map(len, valid_docs))),
+        # the training corpus's words, for the real-word fraction of samples (built on first call)
+        "word_vocabulary": functools.cache(functools.partial(words.vocabulary, train_txt)),
     }
     return _Splits(
         _text_examples(s, train_docs, bos, eos, pad_id),

@@ -50,7 +50,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from discrete_diffusion import sampling
+from discrete_diffusion import progress, sampling
 
 # Sampler presets: the name a frontier shows -> fields set on top of config.sampler.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -209,6 +209,7 @@ def run_sweep(
     rows = []
     done: dict[tuple, dict[str, Any]] = {}
     key = jax.random.PRNGKey(seed)
+    t0 = time.perf_counter()
     for i, point in enumerate(points):
         if point.settings() not in done:
             start = time.perf_counter()
@@ -225,10 +226,12 @@ def run_sweep(
         row = {**dataclasses.asdict(point), **done[point.settings()]}
         rows.append(row)
         seconds = row["seconds"]
-        shown = ", ".join(f"{k}={_fmt(row[k])}" for k in ("gen_ppl", "unigram_entropy", "nfe") if k in row)
+        shown = ", ".join(f"{k}={_fmt(row[k])}" for k in ("gen_ppl", "unigram_entropy",
+                                                          "real_word_fraction", "nfe") if k in row)
+        eta = progress.line("frontier", i + 1, len(points), time.perf_counter() - t0, unit="point")
         log(f"[frontier {i + 1}/{len(points)}] {point.sampler} {point.sweep}: steps={point.num_steps} "
             f"T={point.temperature:g} top_p={point.top_p:g} {point.categorical}: {shown} "
-            f"({seconds:.1f} s)")
+            f"({seconds:.1f} s); {eta}")
     return rows
 
 
@@ -387,15 +390,20 @@ def make_judge(config: Any, data: Any) -> Judge | None:
 
 
 def make_stats(data: Any) -> Stats:
-    """Text statistics of samples on the model's own tokens (`text_stats.summarize`, cut at EOS)."""
+    """Text statistics of samples on the model's own tokens (`text_stats.summarize`, cut at EOS),
+    and for text corpora the real-word fraction of the decoded texts (`text_stats.real_words`)."""
     from discrete_diffusion.evaluation import text_stats
 
     eos = data.tokenizer.eos_id
+    vocabulary = data.info.get("word_vocabulary")  # text corpora: the training split's words
 
     def stats(tokens: np.ndarray, texts: list[str]) -> dict[str, float]:
         s = text_stats.summarize(tokens, eos_id=eos)
-        return {k: s[k] for k in ("unigram_entropy", "unigram_entropy_se", "distinct_2",
-                                  "corpus_distinct_2", "repetition_4", "mean_length")}
+        out = {k: s[k] for k in ("unigram_entropy", "unigram_entropy_se", "distinct_2",
+                                 "corpus_distinct_2", "repetition_4", "mean_length")}
+        if vocabulary is not None:
+            out.update(text_stats.real_words(texts, vocabulary()))
+        return out
 
     return stats
 
@@ -443,7 +451,8 @@ def frontier_of_state(config: Any, data: Any, trainer: Any, params: Any, out_dir
     stats, n = make_stats(data), int(config.eval.num_samples)
     reference = data_row(data, n, judge, stats)
     log("[frontier] held-out data: " + ", ".join(
-        f"{k}={_fmt(reference[k])}" for k in ("gen_ppl", "unigram_entropy") if k in reference))
+        f"{k}={_fmt(reference[k])}" for k in ("gen_ppl", "unigram_entropy", "real_word_fraction")
+        if k in reference))
     rows = [reference] + run_sweep(generate, decode, points, config.sampler, n, judge, stats,
                                    int(config.eval.get("seed", 0)), log)
     if jax.process_index() == 0:

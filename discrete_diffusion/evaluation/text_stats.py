@@ -25,6 +25,15 @@ computed **per sample, then averaged** over samples (as in MDLM/Duo's "entropy" 
 
   0 for a sample without a repeated n-gram, -> 1 for a loop.
 
+* real-word fraction of decoded text (``real_words``): the share of its words
+  (``data.words.words``: whitespace-separated, outer punctuation stripped, lower-cased) that occur
+  in the training corpus's vocabulary ``V`` (``data.words.vocabulary``), pooled over the set,
+
+      real_word_fraction = sum_s #{w in words(x_s) : w in V} / sum_s |words(x_s)|,
+
+  with its standard error as a ratio estimator over samples (``judge.ratio_se``). Held-out text
+  of the same corpus is the reference (Shakespeare's held-out plays: 0.942).
+
 A sample with no unit has no entropy, and one shorter than ``n`` has no n-gram: its value is NaN
 and it is left out of the means of ``summarize`` (which counts such samples).
 
@@ -39,7 +48,7 @@ everything after it are dropped, as when decoded samples are cut at their first 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -205,6 +214,20 @@ def repetition_rate(
     """Per-sample fraction of n-gram occurrences repeating an earlier one, ``1 - distinct_n``,
     float64 ``[N]``; NaN when a sample has fewer than ``n`` units."""
     return 1.0 - distinct_n(samples, n, lengths=lengths, mask=mask, eos_id=eos_id, unit=unit)
+
+
+def real_words(texts: Sequence[str], vocabulary: Collection[str]) -> dict[str, float]:
+    """``real_word_fraction`` = sum_s real_s / sum_s words_s over the decoded samples ``texts``
+    (NaN without a word), its standard error ``real_word_fraction_se`` (ratio estimator,
+    ``judge.ratio_se``) and ``num_words``."""
+    from discrete_diffusion.data.words import real_word_counts
+    from discrete_diffusion.evaluation.judge import ratio_se
+
+    real, total = real_word_counts(texts, vocabulary)
+    n = int(total.sum())
+    return {"real_word_fraction": float(real.sum() / n) if n else math.nan,
+            "real_word_fraction_se": ratio_se(real, total) if n else math.nan,
+            "num_words": float(n)}
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:

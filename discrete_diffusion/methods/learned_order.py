@@ -30,9 +30,16 @@ on its predicted value); tests/test_methods_learned_order.py checks both by enum
 Time sampling. Uniform t on [t_min, 1] (MDLM, GenMD4's t1 = 1e-3 plus a reconstruction term) is
 badly biased here: a position with a small w is masked by t_min with probability t_min^w (0.5 for
 w = 0.1, t_min = 1e-3), so truncation would reward shrinking w. Instead t is importance-sampled on
-(0, 1] from p_c(t) = c t^(c - 1) (t = v^(1/c), v ~ U(0, 1], stratified over the batch), c =
-stop_gradient(min w) / 2, and the rates are divided by p_c(t): unbiased for the t_min = 0 NELBO, and
-of finite variance (the second moment is int t^(w - c - 1) dt < inf as w > c). This deviates from
+(0, 1] from p_c(t) = c t^(c - 1) (t = v^(1/c), v ~ U(0, 1], stratified over the batch), with one
+c per row, c_b = stop_gradient(min_{l in row b} w_l) / 2 over the powers of the row's own tokens
+(`time_power`), and the rates are divided by p_{c_b}(t): unbiased for the t_min = 0 NELBO (c_b is
+a function of x_0 and w only, so E_{t ~ p_c}[g(t) / p_c(t)] = int_0^1 g(t) dt row by row; the
+enumeration test checks it), and of finite variance (every masked position of the row has
+w_l >= 2 c_b, so the second moment int t^(w_l - c_b - 1) dt < inf; the compensator's rates of
+other values k enter as (w_k / c_b) t^(-c_b) times the same mask probability t^{w_l}). For
+'value' the powers of ids absent from the row do not enter c: a min over all K powers (the first
+version) let an id that never occurs in the data, whose w the compensator shrinks at every step,
+drive c and t to 0 for every row (no position masked, a loss estimate of 0). This deviates from
 both the paper (unspecified) and GenMD4 (uniform t on [1e-3, 1], antithetic, recon loss).
 
 Gradient for w (`rloo_surrogate`). The NELBO depends on w through the rates (pathwise: autodiff)
@@ -142,9 +149,18 @@ def log_mask_prob(masked: Array, w_tok: Array, log_t: Array, pad: Array | None =
     return jnp.sum(per if pad is None else per * pad, axis=-1)
 
 
-def time_power(w: Array) -> Array:
-    """c = sg(min w) * TIME_POWER_FRACTION, the exponent of the time proposal."""
-    return jax.lax.stop_gradient(jnp.min(w)) * TIME_POWER_FRACTION
+def time_power(w_tok: Array, pad: Array | None = None) -> Array:
+    """c_b = sg(min_{l: pad_l > 0} w_{b,l}) * TIME_POWER_FRACTION `[...]`, the exponent of row b's
+    time proposal, from the powers of the row's own tokens w_tok `[..., L]` (`token_powers`).
+
+    Only the row's tokens enter: the powers of vocabulary ids absent from the row ('value') do not
+    move its time law (a min over all K powers let one unseen id, whose w the compensator keeps
+    shrinking, send c and t to 0 for every row: no position masked). A row with no token
+    (all pad) gets c = TIME_POWER_FRACTION (it contributes 0 whatever its t)."""
+    present = jnp.ones(w_tok.shape, bool) if pad is None else pad > 0
+    w_min = jnp.min(jnp.where(present, w_tok, jnp.inf), axis=-1)
+    w_min = jnp.where(jnp.isfinite(w_min), w_min, 1.0)
+    return jax.lax.stop_gradient(w_min) * TIME_POWER_FRACTION
 
 
 def log_times(v: Array, c: Array) -> Array:
@@ -155,7 +171,8 @@ def log_times(v: Array, c: Array) -> Array:
 def rates(w: Array, kind: str, log_t: Array, c: Array, x0: Array) -> Array:
     """Importance-weighted rates r / p_c(t) = (w / t) / (c t^(c - 1)) = (w / c) t^(-c).
 
-    'position': `[..., L]`; 'value': `[..., 1, K]` (one rate per clean value). log_t `[...]`.
+    'position': `[..., L]`; 'value': `[..., 1, K]` (one rate per clean value). log_t and c `[...]`
+    (one proposal per row, `time_power`).
     """
     scale = jnp.exp(-c * log_t) / c  # 1 / (t p_c(t))
     if kind == "position":
@@ -221,9 +238,9 @@ def sequence_terms(
     and per-token NELBO run in chunks of positions: the same values, no `[n B, L, K]` logits.
     """
     n, B, L = u.shape
-    c = time_power(w)
-    log_t = log_times(v, c)  # [B]
     w_tok = token_powers(w, x0, kind)  # [B, L]
+    c = time_power(w_tok, pad)  # [B]
+    log_t = log_times(v, c)  # [B]
     masked = u < mask_probability(w_tok, log_t[:, None])  # [n, B, L]
     x_t = jnp.where(masked, mask_id, x0[None]).astype(jnp.int32)
     t_in = jnp.broadcast_to(jnp.exp(log_t), (n, B)).reshape(n * B)
