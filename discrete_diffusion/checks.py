@@ -189,3 +189,47 @@ def check_batch(batch: dict[str, np.ndarray], num_classes: int, num_labels: int 
             field="DataBundle.num_labels",
         )
     return batch
+
+
+def check_loss_inputs(
+    name: str, logits: Any, x0: Any, x_t: Any, t: Any, width: int, width_what: str,
+    noise: Any = None,
+) -> None:
+    """Static checks of a loss's arguments (trace time; nothing at run time). Raises unless
+
+        x0, x_t (and noise): integer token ids of one shape [..., L];
+        logits: floating, x0's shape + (width,), `width_what` naming what the width is;
+        t: [] (one time), x0.shape[:-1] (one per sequence) or x0.shape (one per position), or
+           a shape that broadcasts to these without changing x0's shape ([B, 1]).
+
+    `name` is the loss function, for the message.
+    """
+    x0_shape = tuple(getattr(x0, "shape", ()))
+    for arg, value in (("x0", x0), ("x_t", x_t), ("noise", noise)):
+        if value is None and arg == "noise":
+            continue
+        dtype = getattr(value, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(f"{name}: {arg} must hold integer token ids (int32 [B, L]), got "
+                            f"{'dtype ' + str(dtype) if dtype is not None else type(value).__name__}")
+        if len(x0_shape) < 1 or tuple(value.shape) != x0_shape:
+            raise ValueError(f"{name}: {arg} has shape {_shape(value.shape)}; expected x0's shape "
+                             f"[B, L] = {_shape(x0_shape)}")
+    expected = (*x0_shape, int(width))
+    shape, dtype = getattr(logits, "shape", None), getattr(logits, "dtype", None)
+    if shape is None or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: logits must be a floating array [B, L, {width}], got "
+                        f"{dtype if dtype is not None else type(logits).__name__}")
+    if tuple(shape) != expected:
+        raise ValueError(f"{name}: logits have shape {_shape(shape)}; expected [B, L, K] = "
+                         f"{_shape(expected)} (B, L from x0, K = {width}: {width_what})")
+    t_shape = tuple(jnp.shape(t))
+    per_token = t_shape if len(t_shape) == len(x0_shape) else (*t_shape, 1)  # processes.per_token
+    try:
+        fits = len(t_shape) <= len(x0_shape) and np.broadcast_shapes(per_token, x0_shape) == x0_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: t has shape {_shape(t_shape)}; expected [] (one time), "
+                         f"{_shape(x0_shape[:-1])} (one per sequence) or {_shape(x0_shape)} "
+                         "(one per position)")

@@ -19,12 +19,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion import checks
 from discrete_diffusion import parameterizations as params_lib
 from discrete_diffusion.processes import TINY, InterpolatingProcess, per_token
 
 Array = jnp.ndarray
 
 NAMES = ("elbo", "denoising_ce", "loo_ce", "score_entropy")
+
+
+def _check(name: str, proc: InterpolatingProcess, logits: Array, x0: Array, x_t: Array, t: Array,
+           states: bool = False, noise: Array | None = None) -> None:
+    """Shapes and dtypes at trace time (`checks.check_loss_inputs`): logits over the K clean
+    classes (`states`: over the process's V states, score entropy's log-ratios)."""
+    width = proc.num_states if states else proc.num_classes
+    what = (f"the process's states (num_states = {width})" if states
+            else f"clean classes, config.process.num_classes = {width}")
+    checks.check_loss_inputs(name, logits, x0, x_t, t, width, what, noise)
 
 
 def _gather(logits: Array, index: Array) -> Array:
@@ -41,6 +52,7 @@ def masked_nelbo(
     Zero-masking is structural (the network outputs K clean classes only); carry-over makes
     unmasked positions contribute 0. With alpha_t = 1 - t the weight is 1/t.
     """
+    _check("masked_nelbo", proc, denoiser_logits, x0, x_t, t)
     tt = per_token(t, x0)
     weight = -proc.dalpha(tt) / jnp.maximum(1.0 - proc.alpha(tt), TINY)
     nll = -_gather(jax.nn.log_softmax(denoiser_logits, axis=-1), x0)
@@ -99,6 +111,7 @@ def uniform_nelbo(
     This is the diffusion-weighted denoising score entropy of the uniform CTMC evaluated at the
     score implied by rho_theta; its population minimizer is the LOO posterior.
     """
+    _check("uniform_nelbo", proc, loo_logits, x0, x_t, t)
     k = proc.num_classes
     alpha = proc.alpha(per_token(t, x0))
     coeff = -proc.dalpha(per_token(t, x0)) / jnp.maximum(k * alpha, TINY)
@@ -125,6 +138,7 @@ def uniform_nelbo_rb(
     kappa = (1 - alpha) / (K alpha + 1 - alpha), c = kappa if z = x else 1. Only gathers at z and x
     and one row-sum of log xbar_theta: no K-wide true-ratio vector.
     """
+    _check("uniform_nelbo_rb", proc, loo_logits, x0, x_t, t)
     k = proc.num_classes
     alpha = proc.alpha(per_token(t, x0))
     coeff = -proc.dalpha(per_token(t, x0)) / jnp.maximum(k * alpha, TINY)
@@ -156,6 +170,7 @@ def score_entropy(
     of an interpolating process is Q_t(y -> z) = beta pi(z) (beta = -alpha'/alpha): beta/K for the
     uniform process, beta into the mask state (and 0 into clean tokens) for the masked one.
     """
+    _check("score_entropy", proc, log_ratios, x0, x_t, t, states=True)
     tt = per_token(t, x0)
     alpha = proc.alpha(tt)
     beta = -proc.dalpha(tt) / jnp.maximum(alpha, TINY)
@@ -180,6 +195,7 @@ def audm_nelbo(
     towards x_0; the model's rate towards v != u is r_t p_theta(v). Positions with x_t != u are
     clean (carry-over) and contribute 0.
     """
+    _check("audm_nelbo", proc, denoiser_logits, x0, x_t, t, noise=noise)
     tt = per_token(t, x0)
     rate = -proc.dalpha(tt) / jnp.maximum(1.0 - proc.alpha(tt), TINY)
     log_p = jax.nn.log_softmax(denoiser_logits, axis=-1)
@@ -193,6 +209,7 @@ def denoising_ce(
 ) -> Array:
     """-log mu_theta(x_0^i | x_t) at noisy positions (all positions for uniform, masked ones for
     masked). Unweighted; its population minimizer is the denoiser."""
+    _check("denoising_ce", proc, denoiser_logits, x0, x_t, t)
     del t
     nll = -_gather(jax.nn.log_softmax(denoiser_logits, axis=-1), x0)
     return jnp.where(proc.is_noisy(x_t), nll, 0.0)
@@ -220,6 +237,7 @@ def nelbo_per_token(
     `noise`: the per-token noise ids u of the 'uniform_absorbing' process (required there; its
     network must be a denoiser p(x_0 | x_t, u)).
     """
+    _check("nelbo_per_token", proc, logits, x0, x_t, t, noise=noise)
     if proc.name == "uniform_absorbing":
         _check_absorbing(parameterization, noise)
         return audm_nelbo(proc, logits, x0, x_t, noise, t)
@@ -250,6 +268,7 @@ def loss_per_token(
     'loo_ce': cross-entropy of the implied LOO posterior; 'score_entropy': SEDD's objective on the
     implied (or, for a score network, the raw) score.
     """
+    _check("loss_per_token", proc, logits, x0, x_t, t, noise=noise)
     if name == "elbo":
         return nelbo_per_token(proc, parameterization, logits, x0, x_t, t, noise)
     if proc.name == "uniform_absorbing":

@@ -224,3 +224,37 @@ def test_masked_nelbo_of_a_time_agnostic_network_is_the_any_order_cross_entropy(
     count = np.array([math.comb(L3, int(n)) for n in n_masked])
     rhs = float(np.sum(np.where(n_masked > 0, P * ce / (np.maximum(n_masked, 1) * count), 0.0)))
     assert abs(lhs - rhs) < 1e-4 * rhs, (lhs, rhs)
+
+
+def test_bad_shapes_and_dtypes_are_named_at_trace_time():
+    """Wrong K, t of shape [N, 1, 1] and float x0 used to give three different NELBOs, a
+    broadcast [4, 1, 4, 8] loss and a take_along_axis error: each is now one line naming the
+    argument and the expected shape, raised while tracing (inside jit too)."""
+    proc = dd.processes.masked(5)
+    x0 = jnp.zeros((4, 8), jnp.int32)
+    t = jnp.full((4,), 0.5)
+    loss = jax.jit(lambda logits, x0, x_t, t: losses.loss_per_token(proc, "denoiser", "elbo", logits, x0,
+                                                                     x_t, t))
+    for k in (6, 12):
+        with pytest.raises(ValueError, match=rf"loss_per_token: logits have shape \[4, 8, {k}\]; expected "
+                                             r"\[B, L, K\] = \[4, 8, 5\] .*num_classes = 5"):
+            loss(jnp.zeros((4, 8, k)), x0, x0, t)
+    with pytest.raises(ValueError, match=r"t has shape \[4, 1, 1\]; expected \[\] .* \[4\] .* \[4, 8\]"):
+        loss(jnp.zeros((4, 8, 5)), x0, x0, jnp.full((4, 1, 1), 0.5))
+    with pytest.raises(TypeError, match=r"x0 must hold integer token ids .*float32"):
+        loss(jnp.zeros((4, 8, 5)), x0.astype(jnp.float32), x0, t)
+    with pytest.raises(ValueError, match=r"x_t has shape \[4, 7\]; expected x0's shape"):
+        loss(jnp.zeros((4, 8, 5)), x0, x0[:, :7], t)
+    with pytest.raises(ValueError, match=r"score_entropy: logits have shape \[4, 8, 5\].*\[4, 8, 6\]"):
+        losses.score_entropy(proc, jnp.zeros((4, 8, 5)), x0, x0, t)  # log-ratios over the V = K + 1 states
+    assert loss(jnp.zeros((4, 8, 5)), x0, x0, t[:, None]).shape == (4, 8)  # [B, 1] broadcasts
+
+
+def test_a_plain_dict_config_samples():
+    """dd.sample with a dict of sections (was "'dict' object has no attribute 'process'")."""
+    config = {"process": {"name": "masked", "schedule": "linear", "num_classes": 5},
+              "model": {"parameterization": "denoiser"}, "sampler": {"name": "ancestral", "num_steps": 2}}
+    tokens = dd.sample(jax.random.PRNGKey(0), lambda x, t: jnp.zeros((*x.shape, 5)), config, 2, 3)
+    assert tokens.shape == (2, 3)
+    with pytest.raises(TypeError, match="config must be an ml_collections.ConfigDict"):
+        dd.sample(jax.random.PRNGKey(0), lambda x, t: jnp.zeros((*x.shape, 5)), [config], 2, 3)

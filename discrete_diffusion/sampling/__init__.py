@@ -303,6 +303,19 @@ def _check_section_fields(config: Any) -> None:
         raise ValueError(f"config.model.time_conditioning={tc!r} must be True or False")
 
 
+def as_config(config: Any) -> Any:
+    """`config` as a ConfigDict: a plain dict of sections ({'process': {...}, 'sampler': {...}})
+    is converted; anything else without sections is a TypeError in one line."""
+    from ml_collections import ConfigDict
+
+    if isinstance(config, ConfigDict):
+        return config
+    if isinstance(config, dict):
+        return ConfigDict(config)
+    raise TypeError(f"config must be an ml_collections.ConfigDict (or a dict of its sections: "
+                    f"'process', 'model', 'sampler'), got {type(config).__name__}")
+
+
 def is_per_position(schedule: Any) -> bool:
     """Whether `schedule` has one alpha per position (a `PerTokenPolynomial` with power `[..., L]`)."""
     return getattr(schedule, "power", None) is not None and jax.numpy.ndim(schedule.power) >= 1
@@ -318,6 +331,7 @@ def make_context(
     `schedule` (None: config.process's) replaces the process's schedule, e.g. a learned
     per-position `schedules.PerTokenPolynomial(w)`; only `PER_POSITION_SAMPLERS` accept a
     per-position one (the error names config.sampler.name and lists them)."""
+    config = as_config(config)
     _check_section_fields(config)
     proc = processes.from_config(config.process)
     if schedule is not None:
