@@ -28,6 +28,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # so that configs/*.py can `from configs import base`
     sys.path.insert(0, _ROOT)
 
+import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from discrete_diffusion import config_fields, config_validation, sharding  # noqa: E402
@@ -68,6 +69,10 @@ def main(argv):
         report.evaluate_workdir(config, FLAGS.workdir)
     else:
         training.sample_checkpoint(config, FLAGS.workdir)
+    from discrete_diffusion.training import summary  # why it stopped, final metrics, paths written
+
+    if jax.process_index() == 0:
+        print(summary.summary(FLAGS.workdir, FLAGS.mode, config), flush=True)
 
 
 def run() -> None:

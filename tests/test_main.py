@@ -56,8 +56,17 @@ def test_train_eval_sample_from_command_line(tmp_path):
     assert (tmp_path / "samples" / "step_3.txt").exists()
     assert (tmp_path / "checkpoints" / "3").is_dir()
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
-    res = _main([*SMALL, "--mode=sample"], tmp_path)
+    assert "done: --mode=train of" in res.stdout and "config.training.num_steps=3 reached" in res.stdout
+    assert f"wrote: {tmp_path}/checkpoints (steps [3])" in res.stdout
+    training_samples = (tmp_path / "samples" / "step_3.txt").read_text()
+    # --mode=sample: a file named by step, sampler and seed (config.sampler.seed; default the
+    # training seed), never overwriting the training's samples; the summary names it
+    res = _main([*SMALL, "--mode=sample", "--config.sampler.seed=7"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    written = tmp_path / "samples" / "step_3_ancestral_seed7.txt"
+    assert written.read_text() != training_samples
+    assert (tmp_path / "samples" / "step_3.txt").read_text() == training_samples
+    assert str(written) in res.stdout.splitlines()[-1]
 
 
 def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):

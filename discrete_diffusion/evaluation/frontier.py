@@ -464,12 +464,14 @@ def frontier_of_state(config: Any, data: Any, trainer: Any, params: Any, out_dir
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags
+    from absl import flags, logging
 
     from discrete_diffusion import training
 
     del argv
     FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:  # orbax logs every restore at INFO (as main.py silences it)
+        logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     if config is None:
         config = training.load_config(FLAGS.workdir)

@@ -111,6 +111,9 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "categorical": "exact",  # 'float32': jax.random.categorical's biased float32 Gumbel (ablation)
 }
 SAMPLER_TYPES = {"temperature_on": str}  # the type of each field whose default is None
+# Fields of config.sampler that --mode=sample reads, not the samplers (training.sample_checkpoint).
+SAMPLE_MODE_DEFAULTS: dict[str, Any] = {"seed": None}  # None: config.training.seed
+SAMPLE_MODE_TYPES = {"seed": int}
 TEMPERATURE_ON = ("output", "loo", "denoiser")
 
 # The samplers of each process (config.process.name); a process not listed here accepts all.
@@ -166,7 +169,8 @@ def _field(section: Any, name: str, default: Any) -> Any:
 
 def sampler_fields(name: str) -> tuple[str, ...]:
     """The config.sampler fields that sampler `name` reads: shared, its own, and guidance's."""
-    return tuple(dict.fromkeys([*SAMPLER_DEFAULTS, *SAMPLERS[name].DEFAULTS, *guidance.DEFAULTS]))
+    return tuple(dict.fromkeys([*SAMPLER_DEFAULTS, *SAMPLERS[name].DEFAULTS, *guidance.DEFAULTS,
+                                *SAMPLE_MODE_DEFAULTS]))
 
 
 def declared_fields() -> dict[str, tuple[type, Any]]:
@@ -176,7 +180,8 @@ def declared_fields() -> dict[str, tuple[type, Any]]:
     `TYPES` entry where the default is None). A field several samplers read (`bridge`) must have
     one default; a clash is an error here, so a test catches it.
     """
-    owners = [("sampling", SAMPLER_DEFAULTS, SAMPLER_TYPES), ("guidance", guidance.DEFAULTS, guidance.TYPES)]
+    owners = [("sampling", SAMPLER_DEFAULTS, SAMPLER_TYPES), ("guidance", guidance.DEFAULTS, guidance.TYPES),
+              ("sample mode", SAMPLE_MODE_DEFAULTS, SAMPLE_MODE_TYPES)]
     owners += [(n, SAMPLERS[n].DEFAULTS, getattr(SAMPLERS[n], "TYPES", {})) for n in NAMES]
     out: dict[str, tuple[type, Any]] = {}
     for owner, defaults, types_ in owners:

@@ -65,25 +65,26 @@ def setup(config: Any, devices: list | None = None):
     return config, data, trainer
 
 
-def write_samples(workdir: str | None, step: int, texts: list[str]) -> None:
+def write_samples(workdir: str | None, step: int, texts: list[str], name: str | None = None) -> None:
+    """Prints `texts` and writes them to workdir/samples/`name` (default step_{step}.txt)."""
     body = "\n\n".join(f"--- sample {i} ---\n{s}" for i, s in enumerate(texts))
     if jax.process_index() == 0:
         print(f"[samples] step {step}:\n{body}", flush=True)
     if workdir and jax.process_index() == 0:
         d = os.path.join(workdir, "samples")
         os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, f"step_{step}.txt"), "w") as f:
+        with open(os.path.join(d, name or f"step_{step}.txt"), "w") as f:
             f.write(body + "\n")
 
 
 def sample_and_write(trainer: Trainer, data: Any, params, workdir, step: int,
-                     seed: int) -> list[str]:
+                     seed: int, name: str | None = None) -> list[str]:
     n = int(trainer.config.training.get("num_samples", 4))
     key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
     res = trainer.generate(params, key, n, int(data.seq_len))
     tokens = sharding.to_host(res.tokens)
     texts = [data.tokenizer.decode(row.tolist()) for row in tokens]
-    write_samples(workdir, step, texts)
+    write_samples(workdir, step, texts, name)
     return texts
 
 
@@ -267,6 +268,21 @@ def load_state(config: Any, workdir: str, devices: list | None = None):
 
 
 def sample_checkpoint(config: Any, workdir: str) -> list[str]:
+    """--mode=sample: samples of the latest checkpoint with config.sampler.seed (None: the
+    training seed) into workdir/samples/`sample_file_name` (step, sampler and seed: a new seed
+    or sampler never overwrites earlier samples)."""
     config, data, trainer, state = load_state(config, workdir)
-    return sample_and_write(trainer, data, state.ema_params, workdir, int(state.step),
-                            int(config.training.seed))
+    step, seed = int(state.step), sample_seed(config)
+    name = sample_file_name(step, config.sampler.get("name", "ancestral"), seed)
+    return sample_and_write(trainer, data, state.ema_params, workdir, step, seed, name)
+
+
+def sample_seed(config: Any) -> int:
+    """config.sampler.seed, or config.training.seed when unset (the samples training wrote)."""
+    seed = config.sampler.get("seed", None)
+    return int(config.training.seed) if seed is None else int(seed)
+
+
+def sample_file_name(step: int, sampler: str, seed: int) -> str:
+    """workdir/samples/ file of --mode=sample: step_{step}_{sampler}_seed{seed}.txt."""
+    return f"step_{step}_{sampler}_seed{seed}.txt"
