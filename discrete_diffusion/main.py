@@ -11,12 +11,16 @@ Several processes (one per host or GPU): `--coordinator_address=HOST:PORT --num_
 --process_id=I` (or DD_COORDINATOR_ADDRESS / DD_NUM_PROCESSES / DD_PROCESS_ID), or nothing under
 SLURM / on a TPU pod; see launch/ and discrete_diffusion/sharding.py.
 
-Exit status: 0 done (or stopped by SIGTERM / max_train_minutes after saving a checkpoint);
-1 an error (a bad config field, ...); 3 training stopped after
+Exit status: 0 done (or stopped by SIGTERM, SIGHUP, a first Ctrl-C or max_train_minutes after
+saving a checkpoint; a second Ctrl-C exits at once with 130); 1 an error (a bad config field, a
+workdir that is a file or read-only, ...); 3 training stopped after
 config.training.max_nonfinite_steps consecutive non-finite steps (the message names the step and
 the last good checkpoint); 4 checkpoints exist in workdir/checkpoints but none can be read (they
 were set aside under workdir/checkpoints/corrupt/; config.training.start_fresh_if_unreadable=True
-starts from step 0 instead). See discrete_diffusion/training/faults.py.
+starts from step 0 instead); 5 the config changes the model, method or data of the workdir's
+(the fields are listed; nothing is moved); 6 another run holds the workdir's lock; 7 a checkpoint
+could not be written (a full disk); 8 the training data could not be read. See
+discrete_diffusion/training/faults.py.
 """
 
 from __future__ import annotations
@@ -57,18 +61,18 @@ def main(argv):
     config_validation.validate(config)
     from discrete_diffusion import training  # heavy imports after validation
 
-    if FLAGS.mode == "train":
-        try:
+    try:
+        if FLAGS.mode == "train":
             training.train_and_evaluate(config, FLAGS.workdir)
-        except training.TrainingStoppedError as err:  # a message, not a traceback; a distinct status
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(err.exit_code)
-    elif FLAGS.mode == "eval":  # likelihood, sample quality and the frontier: workdir/eval/
-        from discrete_diffusion.evaluation import report
+        elif FLAGS.mode == "eval":  # likelihood, sample quality and the frontier: workdir/eval/
+            from discrete_diffusion.evaluation import report
 
-        report.evaluate_workdir(config, FLAGS.workdir)
-    else:
-        training.sample_checkpoint(config, FLAGS.workdir)
+            report.evaluate_workdir(config, FLAGS.workdir)
+        else:
+            training.sample_checkpoint(config, FLAGS.workdir)
+    except training.TrainingStoppedError as err:  # a message, not a traceback; a distinct status
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
     from discrete_diffusion.training import summary  # why it stopped, final metrics, paths written
 
     if jax.process_index() == 0:

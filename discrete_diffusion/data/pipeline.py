@@ -9,8 +9,9 @@ its ``B = G / P`` examples ``k*G + p*B .. k*G + (p+1)*B - 1`` of it: batching th
 keeping every P-th batch starting at ``p``. Concatenating the processes' batches in process
 order therefore gives exactly the single-process global batch.
 
-The train iterator is a grain ``DatasetIterator``: ``get_state()`` returns a small dict to store
-with a checkpoint and ``set_state(state)`` resumes exactly where it was.
+The train iterator (``TrainIterator``, over a grain ``DatasetIterator``): ``get_state()`` returns
+a small dict to store with a checkpoint and ``set_state(state)`` resumes exactly where it was,
+counted in examples, so a change of the global batch size on resume keeps the data position.
 
 Eval: one deterministic pass over the validation split in order (no shuffle), sharded the same
 way, optionally capped at ``max_batches``. The last partial global batch is dropped by default;
@@ -96,7 +97,7 @@ def train_iterator(
     prefetch: int = 8,
     num_classes: int | None = None,
     num_labels: int | None = None,
-) -> grain.DatasetIterator:
+) -> TrainIterator:
     """Infinite iterator of this process's share of each shuffled global batch.
 
     ``examples``: a ``grain.MapDataset`` of example dicts. Raises ValueError when it holds fewer
@@ -111,10 +112,54 @@ def train_iterator(
             f"(config.training.batch_size={global_batch_size}); lower the batch size or seq_len, "
             "or add data"
         )
-    ds = examples.shuffle(seed=int(seed) % 2**32).repeat()
-    ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
-    ds = _checked(ds, num_classes, num_labels, "training batch")
-    return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
+    stream = examples.shuffle(seed=int(seed) % 2**32).repeat()
+
+    def batches(start: int) -> grain.DatasetIterator:
+        ds = stream[start:].batch(local, drop_remainder=True)[process_index::process_count]
+        ds = _checked(ds, num_classes, num_labels, "training batch")
+        return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
+
+    return TrainIterator(batches, global_batch_size)
+
+
+class TrainIterator:
+    """The train iterator: this process's share of global batch after global batch of the
+    shuffled, repeated example stream, with a checkpointable position counted in examples.
+
+    ``get_state()`` = ``{'example': E, 'next_index': k, 'global_batch_size': G}``: the next
+    global batch starts at example ``E + k * G`` of the stream. ``set_state`` resumes there
+    whatever the batch size was when the state was taken, so a run resumed with another
+    ``config.training.batch_size`` neither skips nor repeats examples. A state of grain's own
+    iterator (``{'next_index': k}`` alone, written before this class) counts ``k`` batches of the
+    current size.
+    """
+
+    def __init__(self, batches: Any, global_batch_size: int):
+        """``batches(start)``: a grain iterator of the batches from example ``start`` on."""
+        self._batches, self._g = batches, int(global_batch_size)
+        self._start = 0
+        self._it = batches(0)
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._it)
+
+    def get_state(self) -> dict[str, int]:
+        """The position: ``{'example', 'next_index', 'global_batch_size'}`` (see the class doc)."""
+        k = int(self._it.get_state()["next_index"])
+        return {"example": self._start, "next_index": k, "global_batch_size": self._g}
+
+    def examples_consumed(self, state: dict[str, Any] | None = None) -> int:
+        """Examples of the stream before the next global batch (of `state`, default now)."""
+        s = self.get_state() if state is None else state
+        return int(s.get("example", 0)) + int(s["next_index"]) * int(s.get("global_batch_size", self._g))
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Resumes at the position of ``state`` (taken with any batch size)."""
+        start = self.examples_consumed(state)
+        self._start, self._it = start, self._batches(start)
 
 
 def num_eval_batches(

@@ -62,6 +62,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from discrete_diffusion import checks, processes
 from discrete_diffusion import parameterizations as params_lib
@@ -78,6 +79,7 @@ from discrete_diffusion.sampling import (
     score,
 )
 from discrete_diffusion.sampling import categorical as categorical_lib
+from discrete_diffusion.sampling import finite_guard
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
@@ -375,9 +377,16 @@ def generate(
     `params`: None, or the parameters of a `model_fn(params, x_t, t, **inputs)`, passed to the
     compiled sampler as an argument (new values reuse it). The compiled sampler is kept per
     (config, N, L, model_fn object) (sampling/compiled.py).
+    A network output that is NaN, +inf or all -inf at some step raises
+    `finite_guard.NonFiniteSamplingError` naming t (checked once at the end, no host sync in the
+    loop); `num_samples=0` returns int32 [0, seq_len] for every process.
     """
-    ctx = make_context(model_fn, config, num_samples, seq_len, prompt_tokens, prompt_mask,
-                       schedule)
+    section = config.get("sampler", None) if hasattr(config, "get") else None
+    finite_guard.check_request(num_samples, _field(section, "temperature", 1.0))
+    ctx = make_context(model_fn, config, max(int(num_samples), 1), seq_len, prompt_tokens,
+                       prompt_mask, schedule)
+    if int(num_samples) == 0:
+        return SampleResult(tokens=jnp.zeros((0, int(seq_len)), jnp.int32), nfe=0)
     tokens, nfe = compiled.run(key, ctx, SAMPLERS[ctx.settings["name"]].run, params)
     return SampleResult(tokens=tokens, nfe=int(nfe))
 

@@ -22,8 +22,11 @@ a constant at its first call:
     shapes) then reuse the compiled sampler;
   * a model_fn that reads mutable state (a global, an attribute it looks up at call time) sees
     that state as it was at its first call; pass such state as `params` (or `clear()` the cache).
-Not cached (compiled per call, as before): a schedule holding arrays (a learned per-position
-schedule), a guided context, or a model_fn that cannot be weakly referenced.
+Every network output inside the compiled sampler is checked for NaN / +inf / all -inf rows
+(`finite_guard`: checkify, threaded through the loops; `NonFiniteSamplingError` naming t at the
+end, no host callback). Not cached (compiled per call, as before): a schedule holding arrays
+(a learned per-position schedule), a guided context, or a model_fn that cannot be weakly
+referenced.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 import jax
 
+from discrete_diffusion.sampling import finite_guard
 from discrete_diffusion.sampling.context import Context, accepts_output_positions
 
 Array = jax.Array
@@ -72,7 +76,7 @@ def _weak(model_fn: Callable) -> weakref.ref | None:
 
 def _config_key(ctx: Context) -> tuple | None:
     """What the compiled sampler depends on besides the model_fn; None if not hashable."""
-    if ctx.guide is not None:
+    if ctx.guide is not None or ctx.recorder is not None:
         return None
     key = (ctx.proc, ctx.parameterization, json.dumps(ctx.settings, sort_keys=True, default=repr),
            ctx.num_samples, ctx.seq_len, ctx.time_conditioning, ctx.prompt_mask is None)
@@ -108,8 +112,8 @@ def run(key: Array, ctx: Context, sampler: Callable[[Array, Context], tuple[Arra
     if ref is None:  # not cacheable: one jit per call
         def once(key: Array, params: Any) -> tuple[Array, Array]:
             fn = bind_params(ctx.model_fn, params) if with_params else ctx.model_fn
-            return sampler(key, dataclasses.replace(ctx, model_fn=fn))
-        return jax.jit(once)(key, params)
+            return sampler(key, dataclasses.replace(ctx, model_fn=finite_guard.guard(fn)))
+        return finite_guard.raise_if_bad(*jax.jit(finite_guard.checked(once))(key, params))
     cache_key = (ref, with_params, sampler, config_key)
     fn = _CACHE.get(cache_key)
     if fn is None:
@@ -119,12 +123,12 @@ def run(key: Array, ctx: Context, sampler: Callable[[Array, Context], tuple[Arra
                      prompt_mask: Array | None) -> tuple[Array, Array]:
             model_fn = ref()  # alive: the caller holds it during the call
             model_fn = bind_params(model_fn, params) if with_params else model_fn
-            return sampler(key, dataclasses.replace(template, model_fn=model_fn,
+            return sampler(key, dataclasses.replace(template, model_fn=finite_guard.guard(model_fn),
                                                     prompt_tokens=prompt_tokens,
                                                     prompt_mask=prompt_mask))
 
-        fn = _CACHE[cache_key] = jax.jit(compiled)
+        fn = _CACHE[cache_key] = jax.jit(finite_guard.checked(compiled))
         while len(_CACHE) > MAX_ENTRIES:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(cache_key)
-    return fn(key, params, *prompt)
+    return finite_guard.raise_if_bad(*fn(key, params, *prompt))

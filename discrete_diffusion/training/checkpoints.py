@@ -9,6 +9,8 @@ checkpoints intact and a temporary directory that is ignored, then replaced by t
 (truncated or undecodable files, an item missing, shapes or tree structure that do not match the
 config, non-finite values) is reported with its step and reason and, when `set_aside` is True,
 renamed to `checkpoints/corrupt/<step>-<reason>` (never deleted), and the next older one is tried.
+Shapes or a tree structure that do not match (MISMATCH_REASONS) are a config mismatch, not
+corruption: reported, never renamed (`config_drift` refuses such a config before this is reached).
 
 `save_checkpoint` refuses a state with a non-finite value, so the rotation of
 `config.training.max_checkpoints` never drops the last good checkpoint for a bad one.
@@ -30,6 +32,8 @@ from discrete_diffusion.training.state import TrainState
 
 ITEMS = ("state", "data", "meta")
 CORRUPT_DIR = "corrupt"
+# A checkpoint that does not fit the config's model is not corrupt: it is never set aside.
+MISMATCH_REASONS = ("shape-mismatch", "structure-mismatch")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -217,14 +221,16 @@ def restore_latest_readable(
             restored = _read(mngr, state, step)
         except CheckpointReadError as bad:
             where = os.path.join(directory, str(step))
-            if set_aside_bad:
+            move = set_aside_bad and bad.reason not in MISMATCH_REASONS
+            if move:
                 _barrier("discrete_diffusion:checkpoint_read")  # every process is done reading it
                 if jax.process_index() == 0:
                     where = set_aside(directory, step, bad.reason)
                 else:
                     where = os.path.join(directory, CORRUPT_DIR, f"{step}-{bad.reason}")
             unreadable.append((step, bad.reason, bad.detail, where))
-            action = f"set aside as {where}" if set_aside_bad else "skipped"
+            action = (f"set aside as {where}" if move else "left in place (a config mismatch, "
+                      "not corruption)" if bad.reason in MISMATCH_REASONS else "skipped")
             log(f"checkpoint step {step} cannot be read ({bad.reason}: {bad.detail}); {action}")
             continue
         if data_iter is not None and restored.data:
@@ -252,6 +258,7 @@ def _sync_and_reload(mngr: ocp.CheckpointManager) -> None:
     mngr.reload()
 
 
-__all__ = ["CORRUPT_DIR", "ITEMS", "CheckpointReadError", "RestoreResult", "checkpoint_dir",
+__all__ = ["CORRUPT_DIR", "ITEMS", "MISMATCH_REASONS", "CheckpointReadError", "RestoreResult",
+           "checkpoint_dir",
            "checkpoint_manager", "restore_checkpoint", "restore_latest_readable", "save_checkpoint",
            "set_aside"]

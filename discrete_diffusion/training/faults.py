@@ -6,7 +6,10 @@
                                           # raises NonFiniteTrainingError after 3 in a row
 
 `python -m discrete_diffusion.main` turns a `TrainingStoppedError` into a message on stderr and the
-error's `exit_code` (3: non-finite steps; 4: no readable checkpoint).
+error's `exit_code` (1: an unusable workdir; 3: non-finite steps; 4: no readable checkpoint;
+5: a config that changes the model of the workdir (`config_drift`); 6: the workdir is locked by
+another run (`workdir_lock`); 7: a checkpoint could not be written; 8: the training data could
+not be read).
 """
 
 from __future__ import annotations
@@ -37,6 +40,20 @@ class UnreadableCheckpointError(TrainingStoppedError):
     `config.training.start_fresh_if_unreadable` is False."""
 
     exit_code = 4
+
+
+class CheckpointWriteError(TrainingStoppedError):
+    """A checkpoint could not be written (a full disk, ...); the newest complete checkpoint
+    before it is kept (orbax writes into a temporary directory first)."""
+
+    exit_code = 7
+
+
+class DataReadError(TrainingStoppedError):
+    """The training data could not be read mid-run (a truncated or missing file); the state of
+    the last step was saved first."""
+
+    exit_code = 8
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
@@ -126,5 +143,6 @@ class NonFiniteMonitor:
             )
 
 
-__all__ = ["NonFiniteMonitor", "NonFiniteTrainingError", "TrainingStoppedError",
+__all__ = ["CheckpointWriteError", "DataReadError", "NonFiniteMonitor", "NonFiniteTrainingError",
+           "TrainingStoppedError",
            "UnreadableCheckpointError", "is_finite_state", "tree_all_finite"]
