@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +43,32 @@ def real_word_counts(texts: Sequence[str], vocabulary: Collection[str]) -> tuple
     real = np.array([sum(w in vocabulary for w in ws) for ws in per_text], dtype=np.int64)
     total = np.array([len(ws) for ws in per_text], dtype=np.int64)
     return real, total
+
+
+def heldout_fraction(data: Any, vocabulary: Collection[str], num_sequences: int = 64) -> float:
+    """The real-word fraction of the first `num_sequences` held-out sequences of a DataBundle,
+    decoded as samples are: the reference a sample set's fraction is read against (computed once
+    per bundle, kept in ``data.info['heldout_real_word_fraction']``)."""
+    if "heldout_real_word_fraction" not in data.info:
+        texts: list[str] = []
+        for batch in data.eval_batches():
+            valid = batch.get("valid", np.ones(len(batch["tokens"]), bool))
+            texts += [data.tokenizer.decode(r.tolist()) for r in np.asarray(batch["tokens"])[valid]]
+            if len(texts) >= num_sequences:
+                break
+        real, total = real_word_counts(texts[:num_sequences], vocabulary)
+        data.info["heldout_real_word_fraction"] = float(real.sum() / max(int(total.sum()), 1))
+    return data.info["heldout_real_word_fraction"]
+
+
+def real_word_line(data: Any, texts: Sequence[str]) -> str | None:
+    """'real words: 41.7% of 96 (held-out text: 94.2%)' for samples of a text corpus (a bundle
+    with ``info['word_vocabulary']``), else None."""
+    vocabulary_of = data.info.get("word_vocabulary")
+    if vocabulary_of is None:
+        return None
+    vocabulary = vocabulary_of()
+    real, total = real_word_counts(texts, vocabulary)
+    n = int(total.sum())
+    share = f"{real.sum() / n:.1%} of {n}" if n else "no words"
+    return f"real words: {share} (held-out text: {heldout_fraction(data, vocabulary):.1%})"

@@ -77,6 +77,7 @@ from discrete_diffusion.sampling import (
     ordered_first_hitting,
     psi,
     score,
+    trace,
 )
 from discrete_diffusion.sampling import categorical as categorical_lib
 from discrete_diffusion.sampling import finite_guard
@@ -362,7 +363,7 @@ def make_context(
         proc=proc, model_fn=model_fn, parameterization=parameterization,
         settings=sampler_settings(config), num_samples=num_samples, seq_len=seq_len,
         time_conditioning=bool(_field(model_section, "time_conditioning", True)),
-        prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+        prompt_tokens=prompt_tokens, prompt_mask=prompt_mask, recorder=trace.active(),
     )
 
 

@@ -42,6 +42,8 @@ class Context:
     (None: unconditional). Samplers keep them fixed and condition the network on them.
     guide: guidance of the per-step kernels (`sampling.guidance.KernelGuide`, set by
     `guidance.guided_generate`); None: unguided. Samplers reach it through `step_kernel`.
+    recorder: None, or a `sampling.trace.Recorder` that `network` / `network_at` hand the state
+    x_t of each call to (the sampler's trajectory; set by `make_context` inside a recording).
     """
 
     proc: InterpolatingProcess
@@ -54,6 +56,7 @@ class Context:
     prompt_tokens: Array | None = None
     prompt_mask: Array | None = None
     guide: Callable[..., Array] | None = None
+    recorder: Any = None  # a `trace.Recorder`: every network call records (x_t, t) (trace.py)
 
     def times(self, t: Array | float) -> Array:
         """The time array for a grid time t: [N], or [N, L] with t = 0 at prompt positions.
@@ -93,6 +96,8 @@ class Context:
         For the masked process both agree at masked positions. t: from `times` ([N] or [N, L]).
         `inputs`: extra network inputs (e.g. noise=u for 'uniform_absorbing').
         """
+        if self.recorder is not None:
+            self.recorder.record(x_t, t)
         logits = self.model_fn(x_t, t, **inputs)
         checks.check_logits(logits, x_t.shape, self.proc.num_classes)  # trace time, static
         return self._output(logits, x_t, t)
@@ -107,6 +112,8 @@ class Context:
         gathered positions.
         """
         positions = jnp.asarray(positions, jnp.int32)
+        if self.recorder is not None:
+            self.recorder.record(x_t, t)
         if accepts_output_positions(self.model_fn):
             logits = self.model_fn(x_t, t, output_positions=positions, **inputs)
             checks.check_logits(logits, positions.shape, self.proc.num_classes)

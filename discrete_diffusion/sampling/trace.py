@@ -1,0 +1,81 @@
+"""A sampler's trajectory, recorded through the sampler contract.
+
+Every sampler calls the network through its `Context` (`Context.network`, `Context.network_at`).
+When a `recording()` is active while a sampler is built (`make_context`), the context carries a
+`Recorder`, and each network call first hands the state x_t it is made on, with its time t, to
+the host (`jax.debug.callback`, ordered). `Recorder.trajectory(tokens)` appends the final clean
+tokens. So the trajectory of any sampler (ancestral, first-hitting, Psi, informed PC, AUDM, the
+score samplers, guided sampling, the methods' own samplers) is one row per network call:
+
+    states[s] = x_t at the s-th network call  (s < S),   states[S] = the final tokens,
+
+and a position whose value differs between two rows was revealed (masked before) or changed (a
+uniform, Psi or corrector step replaced one token by another) in between.
+
+    with dd.sampling.trace.recording() as rec:
+        result = dd.generate(key, model_fn, config, N, L)
+    trajectory = rec.trajectory(result.tokens)   # .states int32 [S + 1, N, L], .times [S + 1]
+
+A sampler built while recording is compiled for that call only: the recorder is part of no
+compile cache (`sampling/compiled.py`, `methods.base.compiled_sampler`), and a sampler compiled
+without it records nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+_ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("recorder", default=None)
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """states: int32 [S + 1, N, L], the input of each network call, then the final tokens;
+    times: float64 [S + 1], the time t of each call (its mean over positions for a per-position
+    t) and 0 for the final tokens."""
+
+    states: np.ndarray
+    times: np.ndarray
+
+
+class Recorder:
+    """Host-side collector of `(x_t, t)` pairs, in the order the network calls run."""
+
+    def __init__(self) -> None:
+        self.states: list[np.ndarray] = []
+        self.times: list[float] = []
+
+    def __call__(self, x_t: np.ndarray, t: np.ndarray) -> None:
+        self.states.append(np.asarray(x_t, np.int32).copy())
+        self.times.append(float(np.mean(np.asarray(t)[:1])))
+
+    def record(self, x_t: jax.Array, t: jax.Array) -> None:
+        """Inside a traced sampler: hand `(x_t, t)` to this recorder when the call runs."""
+        jax.debug.callback(self, x_t, t, ordered=True)
+
+    def trajectory(self, tokens: jax.Array | np.ndarray) -> Trajectory:
+        """The recorded states followed by the final `tokens` [N, L]."""
+        final = np.asarray(jax.device_get(tokens), np.int32)
+        return Trajectory(np.stack([*self.states, final]), np.array([*self.times, 0.0]))
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Recorder]:
+    """Records the trajectory of every sampler built inside the block (see the module docstring)."""
+    recorder = Recorder()
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active() -> Recorder | None:
+    """The recorder of the innermost active `recording()`, or None."""
+    return _ACTIVE.get()
