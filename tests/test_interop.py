@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+import discrete_diffusion as dd
 from discrete_diffusion import config_validation, interop, models, schedules, training
 from discrete_diffusion.evaluation import report
 from discrete_diffusion.interop import state_dict as state_dict_lib
@@ -29,6 +30,7 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures", "reference")
 MASKED = os.path.join(FIXTURES, "masked.safetensors")
 UNIFORM = os.path.join(FIXTURES, "uniform.safetensors")
 TOL = 5e-5
+L = 8  # the fixtures' sequence length
 
 # case: (weights, kind, load options)
 CASES = {
@@ -61,6 +63,12 @@ def test_logits_match_the_reference_network(case):
     assert _relative_error(ours, ref) <= TOL
     if loaded.config.process.name == "masked":
         assert (x_t == K).any() and (x_t < K).any()  # masked and clean inputs both covered
+    if case == "mdlm_timed":  # dd.sample takes the config and model_fn (traced inside the sampler)
+        config = loaded.config.copy_and_resolve_references()
+        config.sampler.num_steps = 2
+        samples = np.asarray(dd.sample(jax.random.PRNGKey(0), loaded.model_fn, config,
+                                       num_samples=2, seq_len=L))
+        assert samples.shape == (2, L) and ((samples >= 0) & (samples < K)).all()
     if case == "mdlm_untimed":  # the fold matters: without it the logits are far off
         zero_cond = interop.load(weights, "mdlm", time_conditioning=True)
         assert _relative_error(np.asarray(zero_cond.model_fn(x_t, t)), ref) > 100 * TOL

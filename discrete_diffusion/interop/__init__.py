@@ -41,7 +41,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.interop.convert import convert, heads_from_rotary, infer_sizes
@@ -211,11 +210,12 @@ def load(path: str | os.PathLike, kind: str, *, num_heads: int | None = None,
     config = build_config(fields, sizes, num_heads=heads, time_conditioning=timed,
                           seq_len=seq_len, overrides=overrides)
     model = network_of(config)
-    apply = jax.jit(lambda p, x_t, t: model.apply({"params": p}, x_t, t))
+    apply = jax.jit(lambda p, x_t, t, inputs: model.apply({"params": p}, x_t, t, **inputs))
 
-    def model_fn(x_t: Any, t: Any) -> jax.Array:
-        """Float32 logits [B, L, K] at tokens x_t int [B, L] and process time t [B]."""
-        return apply(params, jnp.asarray(np.asarray(x_t), jnp.int32), jnp.asarray(t, jnp.float32))
+    def model_fn(x_t: Any, t: Any, **inputs: Any) -> jax.Array:
+        """Float32 logits [B, L, K] at tokens x_t int [B, L] and process time t [B] (numpy or
+        jax, traced too); `inputs`: the network's keyword inputs (e.g. output_positions)."""
+        return apply(params, jnp.asarray(x_t, jnp.int32), jnp.asarray(t, jnp.float32), inputs)
 
     info = {**info, "kind": kind, "graph": graph, "num_heads": heads, "time_conditioning": timed,
             "mask_row_dropped": mask_id, **sizes}
