@@ -265,6 +265,31 @@ def test_step_latents_fresh_per_step_and_sample():
     np.testing.assert_array_equal(a[0], b[0])  # same (sample, time): the same z
     np.testing.assert_array_equal(a[2], b[2])
     assert not np.allclose(a[1], b[1]) and not np.allclose(a[0], a[1])  # new time / new sample
+    # with the sampler's step index: z follows the step, not t
+    c = vadd.step_latents(key, jnp.array([0.5, 0.5, 0.25]), 3, jnp.int32(4))
+    d = vadd.step_latents(key, jnp.array([0.5, 0.75, 0.25]), 3, jnp.int32(4))
+    e = vadd.step_latents(key, jnp.array([0.5, 0.5, 0.25]), 3, jnp.int32(5))
+    np.testing.assert_array_equal(c, d)
+    assert not np.any(np.isclose(c, e))
+
+
+def test_psi_remdm_loop_draws_a_fresh_latent_at_every_step():
+    """VADD's Algorithm 2 under psi with 'remdm_loop' (20 steps, the hold repeats t): the decoder
+    sees 20 distinct z per sample (with z from the bits of t the hold shared one: 10 distinct)."""
+    seen = []
+
+    def logits_fn(x_t, z):
+        jax.debug.callback(lambda z: seen.append(np.asarray(z)), z)
+        return jnp.zeros(x_t.shape + (3,), jnp.float32)
+
+    config = _config(3, Z=2, sampler__name="psi", sampler__kappa_schedule="remdm_loop",
+                     sampler__num_steps=20, sampler__latent="per_step")
+    method = ToyVADD(config, 3, logits_fn, None)
+    method.generate({}, jax.random.key(0), 2, 4)
+    z = np.stack(seen)  # [calls, N, Z]
+    assert z.shape == (20, 2, 2)
+    for n in range(2):
+        assert len({tuple(np.round(v, 6)) for v in z[:, n]}) == 20
 
 
 @pytest.mark.parametrize("sampler, latent", [("ancestral", "per_step"),

@@ -112,8 +112,10 @@ config.sampler.latent:
 
     'per_step'        a fresh z ~ N(0, I) for every network call at a new time (the paper's
                       Algorithm 2). The sampler sees a model function of (x_t, t); z is drawn
-                      from (the generate key, the sample index, the bits of t), so each step of
-                      each sample gets its own z, and two calls at the same time share it (choice:
+                      from (the generate key, the sample index, the sampler's step index) where
+                      the sampler passes one (psi: its 'remdm_loop' hold repeats t, and every step
+                      must still draw its own z), else from the bits of t, so each step of each
+                      sample gets its own z, and two calls at the same time share it (choice:
                       this keeps the sampling/ package unaware of z). The ancestral sampler's
                       output reuse is turned off (a reused output would reuse the last step's z).
     'per_trajectory'  one z ~ N(0, I) per sample for the whole trajectory (VADD-CS).
@@ -220,18 +222,22 @@ def kl_weight(step: Array | int | None, warmup_steps: int) -> Array:
     return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)
 
 
-def step_latents(key: Array, t: Array, latent_dim: int) -> Array:
-    """z `[N, Z]` ~ N(0, I), a function of (key, sample index n, the float32 bits of t_n): a fresh
-    latent for every sample and every sampling time (`per_step`, module doc)."""
+def step_latents(key: Array, t: Array, latent_dim: int, step: Array | None = None) -> Array:
+    """z `[N, Z]` ~ N(0, I), a function of (key, sample index n, the sampler's step index) when
+    the sampler passes `step` (`sampling.psi.step_inputs`), else of (key, n, the float32 bits of
+    t_n): a fresh latent for every sample and every sampler step (`per_step`, module doc). The
+    step index matters where a sampler repeats t (the hold of psi's 'remdm_loop': with the bits of
+    t, 20 steps drew 10 distinct z)."""
     t = jnp.asarray(t, jnp.float32)
     if t.ndim == 2:  # per-position times (prompted positions at 0): the sequence's time is the max
         t = jnp.max(t, axis=-1)
-    bits = jax.lax.bitcast_convert_type(t, jnp.uint32)
+    index = (jax.lax.bitcast_convert_type(t, jnp.uint32) if step is None
+             else jnp.broadcast_to(jnp.asarray(step, jnp.uint32), t.shape))
 
     def one(n: Array, b: Array) -> Array:
         return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, n), b), (latent_dim,))
 
-    return jax.vmap(one)(jnp.arange(t.shape[0]), bits)
+    return jax.vmap(one)(jnp.arange(t.shape[0]), index)
 
 
 class VADD(MethodBase):
@@ -555,9 +561,10 @@ class VADD(MethodBase):
                 def model_fn(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
                     return self.decoder_logits(params, x_t, t, z, output_positions=output_positions)
             else:
-                def model_fn(x_t: Array, t: Array, output_positions: Array | None = None) -> Array:
+                def model_fn(x_t: Array, t: Array, output_positions: Array | None = None,
+                             step: Array | None = None) -> Array:
                     return self.decoder_logits(params, x_t, t,
-                                               step_latents(k_z, t, self.latent_dim),
+                                               step_latents(k_z, t, self.latent_dim, step),
                                                output_positions=output_positions)
             return model_fn, k_run
 

@@ -47,6 +47,9 @@ During the hold, s = t and the step is (1) with kappa = 1 - eta/(1 - alpha_on) (
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -208,6 +211,18 @@ def conf_kappa(
     return kappa_from_sigma(proc, t[..., None], s[..., None], sigma)
 
 
+def step_inputs(model_fn: Callable[..., Array], step: Array) -> dict[str, Array]:
+    """{'step': step} when `model_fn`'s signature names the keyword `step` (int32 scalar, the
+    index of the sampler step: a latent-variable network such as VADD's draws a fresh latent per
+    step from it, Algorithm 2, where 'remdm_loop''s hold phase repeats t), else {} (any other
+    model_fn(x_t, t) is called as before)."""
+    try:
+        takes_step = "step" in inspect.signature(model_fn).parameters
+    except (TypeError, ValueError):  # no signature (some builtins)
+        takes_step = False
+    return {"step": step} if takes_step else {}
+
+
 def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     """Psi-sampling from the prior; returns (x_0 int32 [N, L], NFE int32)."""
     t_grid, s_grid, kappas = schedule(ctx.proc, ctx.settings)
@@ -221,10 +236,10 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
 
     def body(carry, inputs):
         x_t, confidence, key = carry
-        t_i, s_i, kappa = inputs
+        t_i, s_i, kappa, step = inputs
         key, k_step = jax.random.split(key)
         t, s = ctx.times(t_i), ctx.times(s_i)
-        logits = ctx.network(x_t, t)
+        logits = ctx.network(x_t, t, **step_inputs(ctx.model_fn, step))
         if by_confidence:
             n = x_t.shape[0]
             kappa = conf_kappa(ctx.proc, x_t, confidence, jnp.full((n,), t_i), jnp.full((n,), s_i))
@@ -240,5 +255,6 @@ def run(key: Array, ctx: Context) -> tuple[Array, Array]:
             confidence = jnp.where(newly, p_new, confidence)
         return (x_s, confidence, key), None
 
-    (x, _, _), _ = jax.lax.scan(body, (x, confidence, key), (t_grid, s_grid, kappas))
+    steps = jnp.arange(len(t_grid), dtype=jnp.int32)
+    (x, _, _), _ = jax.lax.scan(body, (x, confidence, key), (t_grid, s_grid, kappas, steps))
     return x, jnp.array(len(t_grid), jnp.int32)
