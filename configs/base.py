@@ -18,6 +18,11 @@ def data_config() -> ml_collections.ConfigDict:
     nothing from the library, so reading a config never loads jax."""
     return ml_collections.ConfigDict({
         "name": "shakespeare",  # 'shakespeare' | 'synthetic' | 'local' | 'lm1b' | 'openwebtext' | ...
+        # 'files' | 'tfds' (lm1b/openwebtext from a TFDS ArrayRecord data source in data_dir)
+        "source": "files",
+        "tfds_name": ph(str),  # None: data.name
+        "tfds_train_split": "train",
+        "tfds_eval_split": "test",
         "tokenizer": ph(str),
         "vocab_size": 4096,
         "seq_len": ph(int),

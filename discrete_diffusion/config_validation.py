@@ -21,6 +21,7 @@ from discrete_diffusion import (
     sharding,
 )
 from discrete_diffusion.data import DATASETS
+from discrete_diffusion.data.bundle import SOURCES
 from discrete_diffusion.methods import chunked
 from discrete_diffusion.models import (
     ATTENTION_IMPLS,
@@ -168,6 +169,8 @@ def validate(config: Any) -> None:
         )
 
     _choice(config, "data.name", DATASETS)
+    if "source" in config.data:  # configs/base.py has it; older saved configs not
+        _choice(config, "data.source", SOURCES)
     # name, num_steps, bridge; without the config.sampler fields the method reads itself
     sampling.sampler_settings(_without_sampler_fields(config, getattr(factory, "sampler_fields", ())))
     _number(config, "sampler.temperature", minimum=0.0, min_exclusive=True)

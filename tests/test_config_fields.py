@@ -21,7 +21,7 @@ OTHER_STR = {
     "name": "psi", "temperature_on": "denoiser", "categorical": "float32", "guidance": "none",
     "cfg_form": "posterior", "classifier_mode": "taylor", "classifier_time": "s",
     "bridge": ancestral.BRIDGES[1], "kappa_schedule": psi.SCHEDULES[2],
-    "site_rule": informed_pc.SITE_RULES[2],
+    "site_rule": informed_pc.SITE_RULES[2], "greedy_form": "duo",
 }
 
 

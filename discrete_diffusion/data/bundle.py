@@ -5,8 +5,14 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
 ============================ ================================================================
 ``name``                     'shakespeare' | 'synthetic' | 'local' | 'lm1b' | 'openwebtext' |
                              'digits' | 'mnist' | 'checkerboard' | 'pair_hash' (required)
+``source``                   'files' (default: the dataset's own files) | 'tfds' (lm1b,
+                             openwebtext: a TFDS dataset's ArrayRecord data source, never
+                             downloaded, tokenized by the run; ``tfds_source``)
+``tfds_name``                None = ``name``: the TFDS dataset ('lm1b', or any text dataset)
+``tfds_train_split``         'train'; ``tfds_eval_split``: 'test' (the held-out split)
 ``tokenizer``                None = the dataset's default. Text ('shakespeare', 'local'):
-                             'char' (default) | 'sentencepiece'. Others: 'none' (their ids are
+                             'char' (default) | 'sentencepiece'; source 'tfds': 'sentencepiece'
+                             (default) | 'char'. Others: 'none' (their ids are
                              given: generated, pixels, or pre-tokenized at preparation)
 ``vocab_size``               4096: sentencepiece vocabulary (specials included)
 ``seq_len``                  None = default: shakespeare 256, local 256, synthetic 64,
@@ -18,7 +24,8 @@ Config fields (``config.data.<field>``, read with ``.get`` so all but ``name`` a
                              prepared data), False for characters
 ``data_dir``                 'local': the folder of .txt/.jsonl files (required);
                              lm1b/openwebtext: parent of ``<name>/`` (default
-                             ``~/.cache/discrete_diffusion/datasets``)
+                             ``~/.cache/discrete_diffusion/datasets``); source 'tfds': TFDS's
+                             data_dir (a folder or a bucket; None: TFDS's default)
 ``cache_dir``                '~/.cache/discrete_diffusion': trained sentencepiece models
 ``text_field``               'text': field of a .jsonl record holding the document
 ``eval_fraction``            0.05: 'local' without train/ and validation/ subfolders
@@ -70,6 +77,7 @@ from discrete_diffusion.data import (
     prepared,
     shakespeare,
     synthetic,
+    tfds_source,
     words,
 )
 from discrete_diffusion.data import images as images_lib
@@ -77,6 +85,7 @@ from discrete_diffusion.data import tokenizers as tok_lib
 
 TEXT = ("shakespeare", "local")
 PREPARED = ("lm1b", "openwebtext")
+SOURCES = ("files", "tfds")  # config.data.source; 'tfds' for PREPARED names (data/tfds_source.py)
 IMAGES = ("digits", "mnist")
 DATASETS = ("shakespeare", "synthetic", "local", *PREPARED, *IMAGES, "checkerboard", "pair_hash")
 DEFAULT_SEQ_LEN = {
@@ -127,6 +136,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "name": "shakespeare",
+            "source": "files",
+            "tfds_name": ph(str),
+            "tfds_train_split": "train",
+            "tfds_eval_split": "test",
             "tokenizer": ph(str),
             "vocab_size": 4096,
             "seq_len": ph(int),
@@ -207,11 +220,16 @@ def _settings(config: Any) -> _Settings:
     name = data.get("name", None)
     if name not in DATASETS:
         raise ValueError(f"config.data.name={name!r} is not one of {list(DATASETS)}")
+    source = _choice(data, "source", "files", SOURCES)
+    if source == "tfds" and name not in PREPARED:
+        raise ValueError(f"config.data.source='tfds' applies to config.data.name in {list(PREPARED)} "
+                         f"(config.data.tfds_name: any TFDS text dataset), not {name!r}")
+    text_tokens = name in TEXT or source == "tfds"  # tokenized by the run
     tokenizer = _choice(
         data,
         "tokenizer",
-        "char" if name in TEXT else "none",
-        ("char", "sentencepiece") if name in TEXT else ("none",),
+        ("char" if name in TEXT else "sentencepiece") if text_tokens else "none",
+        ("char", "sentencepiece") if text_tokens else ("none",),
     )
     seq_len = _int_field(data, "seq_len", None) or DEFAULT_SEQ_LEN[name]
     if name == "checkerboard" and seq_len != 2:
@@ -375,15 +393,7 @@ def _prepared_splits(s: _Settings) -> _Splits:
     _check_pad_fits(s, int(stores["train"].lengths.max(initial=0)) + packing.num_special(bos, eos))
 
     def examples(store: Any) -> grain.MapDataset:
-        if s.packing == "pack":
-            rows = packing.PackedDocuments(
-                store.__getitem__, store.lengths, s.seq_len, bos_id=bos, eos_id=eos
-            )
-            return grain.MapDataset.source(rows).map(lambda x: {"tokens": x})
-        rows = packing.PaddedDocuments(
-            store.__getitem__, len(store), s.seq_len, pad_id=pad_id, bos_id=bos, eos_id=eos
-        )
-        return grain.MapDataset.source(rows).map(lambda x: {"tokens": x[0], "mask": x[1]})
+        return _lazy_examples(s, store, bos, eos, pad_id)
 
     info = {
         f"{k}_{split}": v
@@ -399,6 +409,51 @@ def _prepared_splits(s: _Settings) -> _Splits:
         ds.vocab_size,
         info=info,
     )
+
+
+def _lazy_examples(s: _Settings, store: Any, bos: int | None, eos: int | None,
+                   pad_id: int) -> grain.MapDataset:
+    """Documents read on access (`store[i]`, `store.lengths`) -> packed or padded examples."""
+    if s.packing == "pack":
+        rows = packing.PackedDocuments(store.__getitem__, store.lengths, s.seq_len, bos_id=bos, eos_id=eos)
+        return grain.MapDataset.source(rows).map(lambda x: {"tokens": x})
+    rows = packing.PaddedDocuments(
+        store.__getitem__, len(store), s.seq_len, pad_id=pad_id, bos_id=bos, eos_id=eos
+    )
+    return grain.MapDataset.source(rows).map(lambda x: {"tokens": x[0], "mask": x[1]})
+
+
+def _tfds_splits(s: _Settings) -> _Splits:
+    """config.data.source='tfds': the text of a TFDS dataset's data source (data/tfds_source.py),
+    tokenized by the run (as a local corpus) and packed lazily (as prepared data)."""
+    data = s.data
+    name = data.get("tfds_name", None) or s.name
+    field = data.get("text_field", "text")
+    texts = {}
+    for split_field, default in (("tfds_train_split", "train"), ("tfds_eval_split", "test")):
+        split = data.get(split_field, default)
+        source = tfds_source.open_split(name, split, data.get("data_dir", None))
+        texts[split_field] = tfds_source.TextSource(source, field, f"TFDS {name}[{split}]")
+    train, valid = texts["tfds_train_split"], texts["tfds_eval_split"]
+    train_txt = train.texts()
+    if s.tokenizer == "char":
+        tok: tok_lib.Tokenizer = tok_lib.CharTokenizer.from_texts(train_txt + valid.texts())
+    else:
+        tok = tok_lib.SentencePieceTokenizer.train_or_load(
+            train_txt,
+            vocab_size=_int_field(data, "vocab_size", 4096, minimum=8),
+            cache_dir=data.get("cache_dir", DEFAULT_CACHE_DIR) or DEFAULT_CACHE_DIR,
+        )
+    del train_txt
+    bos, eos = _specials(s, tok.bos_id, tok.eos_id, default=s.tokenizer == "sentencepiece")
+    pad_id = next((i for i in (tok.pad_id, eos) if i is not None), 0)
+    stores = {k: tfds_source.EncodedDocuments(v, tok) for k, v in texts.items()}
+    train_docs, valid_docs = stores["tfds_train_split"], stores["tfds_eval_split"]
+    _check_pad_fits(s, int(train_docs.lengths.max(initial=0)) + packing.num_special(bos, eos))
+    info = {"tfds_name": name, "train_documents": len(train_docs), "validation_documents": len(valid_docs),
+            "train_tokens": int(train_docs.lengths.sum()), "validation_tokens": int(valid_docs.lengths.sum())}
+    return _Splits(_lazy_examples(s, train_docs, bos, eos, pad_id),
+                   _lazy_examples(s, valid_docs, bos, eos, pad_id), tok, tok.vocab_size, info=info)
 
 
 def _synthetic_splits(s: _Settings) -> _Splits:
@@ -533,7 +588,7 @@ def get_data(
     if s.name in TEXT:
         splits = _text_splits(s)
     elif s.name in PREPARED:
-        splits = _prepared_splits(s)
+        splits = _tfds_splits(s) if s.data.get("source", "files") == "tfds" else _prepared_splits(s)
     elif s.name == "synthetic":
         splits = _synthetic_splits(s)
     elif s.name == "checkerboard":
