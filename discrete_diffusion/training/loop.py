@@ -284,8 +284,10 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
         try:
             saved = save_checkpoint(mngr, state, data.train_iter, finite=True)
         except Exception as err:  # noqa: BLE001 - this save, or an earlier asynchronous one, failed
-            failed = last_saved[-1] if last_saved and last_saved[-1] != resumed else step
-            raise _write_error(err, workdir, failed) from None
+            with contextlib.suppress(Exception):
+                mngr.wait_until_finished()
+            earlier_ok = not last_saved or last_saved[-1] in _complete_steps(workdir)
+            raise _write_error(err, workdir, step if earlier_ok else last_saved[-1]) from None
         if saved:
             last_saved.append(step)
 
