@@ -30,6 +30,7 @@ from discrete_diffusion.sampling.trace import Trajectory
 
 CELL_W, CELL_H, LABEL_W = 8, 14, 96
 MASK_RGB, REVEALED_RGB, CHANGED_RGB = (170, 170, 170), (200, 245, 195), (255, 180, 80)
+NEWLINE_RGB = (70, 110, 230)
 SHOWN = {"\n": "\u21b5", "\t": "\u2192", "\r": "\u21a4"}  # drawn for characters without a glyph
 MASK_BLOCK = "\u2588"
 IMAGE_DATA = {"digits": (8, 8), "mnist": (28, 28)}
@@ -92,7 +93,8 @@ def write_text_html(path: str, rows: np.ndarray, times: np.ndarray, tokens: Sequ
 
 def write_text_png(path: str, rows: np.ndarray, times: np.ndarray, tokens: Sequence[str]) -> str:
     """The PNG of `rows` [R, L]: a CELL_W x CELL_H cell per position (first character of its
-    token), coloured as in the HTML page, the step's time at the left."""
+    token; a newline or tab as a blue bar), coloured as in the HTML page, the step's time at the
+    left."""
     from PIL import Image, ImageDraw, ImageFont
 
     kinds = cell_classes(rows, len(tokens))
@@ -108,8 +110,11 @@ def write_text_png(path: str, rows: np.ndarray, times: np.ndarray, tokens: Seque
             x = LABEL_W + i * CELL_W
             if k:
                 draw.rectangle((x, y, x + CELL_W - 1, y + CELL_H - 1), fill=fill[k])
-            if k != 1:
-                draw.text((x + 1, y), _shown(tokens[v])[:1], fill="black", font=font)
+            if k != 1 and tokens[v][:1] in SHOWN:  # no glyph in the bitmap font: a blue bar
+                draw.rectangle((x + 1, y + CELL_H - 4, x + CELL_W - 2, y + CELL_H - 2),
+                               fill=NEWLINE_RGB)
+            elif k != 1:
+                draw.text((x + 1, y), tokens[v][:1], fill="black", font=font)
     image.save(path)
     return path
 
