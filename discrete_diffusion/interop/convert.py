@@ -31,10 +31,10 @@ import numpy as np
 FREQ_DIM = 256
 
 
-def _req(weights: dict[str, np.ndarray], name: str) -> np.ndarray:
+def _req(weights: dict[str, np.ndarray], name: str, dtype: type = np.float32) -> np.ndarray:
     if name not in weights:
         raise ValueError(f"the state_dict lacks '{name}' (keys of the reference DiT expected)")
-    return np.asarray(weights[name], np.float64)
+    return np.asarray(weights[name], dtype)
 
 
 def infer_sizes(weights: dict[str, np.ndarray]) -> dict[str, int]:
@@ -70,8 +70,8 @@ def _dense(weight: np.ndarray, bias: np.ndarray | None = None) -> dict[str, np.n
 def time_mlp_at_zero(weights: dict[str, np.ndarray]) -> np.ndarray:
     """c0 = silu(fc2(silu(fc1(emb(0))))) `[C]` in float64: the untimed reference's conditioning."""
     emb = np.concatenate([np.ones(FREQ_DIM // 2), np.zeros(FREQ_DIM // 2)])
-    w1, b1 = _req(weights, "sigma_map.mlp.0.weight"), _req(weights, "sigma_map.mlp.0.bias")
-    w2, b2 = _req(weights, "sigma_map.mlp.2.weight"), _req(weights, "sigma_map.mlp.2.bias")
+    w1, b1, w2, b2 = (_req(weights, f"sigma_map.mlp.{n}", np.float64)
+                      for n in ("0.weight", "0.bias", "2.weight", "2.bias"))
     if w1.shape[1] != FREQ_DIM:
         raise ValueError(f"sigma_map.mlp.0.weight has shape {w1.shape}, expected [C, {FREQ_DIM}]")
 
@@ -83,7 +83,7 @@ def time_mlp_at_zero(weights: dict[str, np.ndarray]) -> np.ndarray:
 
 def convert(weights: dict[str, np.ndarray], *, num_heads: int, time_conditioning: bool,
             mask_id: int | None) -> dict:
-    """Our parameter tree (float32 numpy) of the reference weights.
+    """Our parameter tree (float32 numpy) of the reference weights (the fold in float64).
 
     num_heads: H (not in the shapes). time_conditioning False: fold the constant conditioning
     into the adaLN biases (equation (1)) and drop the time MLP. mask_id: the output row to drop
@@ -97,10 +97,10 @@ def convert(weights: dict[str, np.ndarray], *, num_heads: int, time_conditioning
     c0 = None if time_conditioning else time_mlp_at_zero(weights)
 
     def adaln(prefix: str) -> dict[str, np.ndarray]:
-        w, b = _req(weights, f"{prefix}.weight"), _req(weights, f"{prefix}.bias")
+        w, b = _req(weights, f"{prefix}.weight", np.float64), _req(weights, f"{prefix}.bias", np.float64)
         if w.shape[1] != C:
             raise ValueError(f"{prefix}.weight has shape {w.shape}, expected [*, C={C}]")
-        return _dense(w, b if c0 is None else b + w @ c0)  # (1)
+        return _dense(w, b if c0 is None else b + w @ c0)  # (1), in float64
 
     params: dict = {"token_embed": {"embedding": _req(weights, "vocab_embed.embedding")}}
     if time_conditioning:
