@@ -77,6 +77,45 @@ def test_greedy_final_step_takes_the_denoiser_argmax():
     assert all((tokens[:, i] == np.argmax(marg[i])).all() for i in range(L))
 
 
+def test_duo_greedy_tail_takes_the_loo_argmax_after_one_extra_call_at_t_eps():
+    """greedy_form='duo' (Duo's noise_removal=greedy): the steps run to t = 1e-5, then one more
+    network call there, and x_0 = argmax of the LOO output (rho), not of the denoiser. A LOO
+    network with rho's argmax at `target`, 3 nats above the rest: every sample ends at `target`;
+    the denoiser at t = 1e-5 adds log(1 + K alpha/(1 - alpha)) ~ 12.6 nats to x_t, so
+    'last_step''s argmax (`greedy_step`) keeps x_t wherever x_t != target."""
+    from discrete_diffusion.sampling import ancestral
+
+    target = np.array([2, 0])
+    rho = jax.numpy.asarray(np.where(np.arange(K)[None] == target[:, None], 3.0, 0.0), "float32")
+    times = []
+
+    def model(x_t, t):
+        jax.debug.callback(lambda t: times.append(float(np.asarray(t).reshape(-1)[0])), t)
+        return jax.numpy.broadcast_to(rho, x_t.shape + (K,))
+
+    config = _config("uniform", "loo", steps=4, greedy_final=True, greedy_form="duo")
+    res = dd.generate(jax.random.key(3), model, config, num_samples=64, seq_len=L)
+    assert res.nfe == 5  # the grid 1, 0.75, 0.5, 0.25 (rescaled to end at 1e-5), then 1e-5
+    assert sorted(times) == pytest.approx([1e-5, 0.25 + 0.75e-5, 0.5 + 0.5e-5,
+                                           0.75 + 0.25e-5, 1.0], rel=1e-6)
+    assert (np.asarray(res.tokens) == target).all()
+    x_t = jax.numpy.array([[0, 1], [2, 0], [1, 2]])
+    t = jax.numpy.full((3,), 1e-5)
+    logits = jax.numpy.broadcast_to(rho, (3, L, K))
+    proc = dd.processes.uniform(K)
+    np.testing.assert_array_equal(ancestral.duo_greedy_tail(proc, "loo", logits, x_t, t),
+                                  np.broadcast_to(target, (3, L)))
+    np.testing.assert_array_equal(ancestral.greedy_step(proc, "loo", logits, x_t, t), x_t)
+    # masked: the argmax at masked positions only (rho = mu there), unmasked tokens stay
+    x_m = jax.numpy.array([[K, 1], [2, K], [K, K]])
+    np.testing.assert_array_equal(
+        ancestral.duo_greedy_tail(dd.processes.masked(K), "loo", logits, x_m, t),
+        [[2, 1], [2, 0], [2, 0]])
+    config = _config("uniform", "loo", greedy_final=True, greedy_form="loo")
+    with pytest.raises(ValueError, match=r"config.sampler.greedy_form='loo' is not one of"):
+        dd.sample(jax.random.key(0), model, config, num_samples=2, seq_len=L)
+
+
 def test_bad_sampler_config_names_the_field():
     model = oracle.exact_model_fn(P0, dd.processes.uniform(K), "loo")
     for field, value in [("name", "euler_maruyama"), ("num_steps", 0), ("bridge", "x")]:

@@ -35,7 +35,20 @@ Skipping sequences one by one is a batch-1 feature: sample with num_samples = 1 
 keys, which turns the conditional call back into a batched one). For the other processes (and
 under guidance) the dense step below is used; there reuse applies to a masked process with a
 network that is not time-conditioned (the old rule), and is off otherwise.
-`greedy_final`: the last step (to t = 0) takes the argmax of the denoiser instead of a draw.
+Greedy tail (`greedy_final` = True; `greedy_form` says which):
+  * 'last_step' (ours)  the last step t = 1/n -> 0 takes the argmax of the denoiser mu_theta
+                        (converted from the network output; carry-over positions keep their
+                        token) instead of a draw: NFE unchanged.
+  * 'duo'  (Duo's `sampling.noise_removal=greedy`, duo/trainer_base.py generate_samples, the
+                        Greedy-tail numbers of Duo's Tables 6-7) the n steps run on the grid
+                        1 -> DUO_T_EPS = 1e-5 (Duo's `linspace(1, 1e-5, steps + 1)`), then one
+                        extra network call at t = 1e-5 and x_0 = argmax of the network's output in
+                        the LOO parameterization (`duo_greedy_tail`): NFE + 1.
+  The two differ for uniform diffusion: the denoiser is mu_k ∝ rho_k (1 + 1[k = x_t] K alpha /
+  (1 - alpha)) (uniform_duo_mdlm.md), so at t = 1/n it adds log(1 + K alpha/(1 - alpha)) (12.8
+  nats at K = 50257, t = 1/8) to the current token, which 'last_step' then almost always keeps;
+  Duo's argmax of rho ignores x_t^i. For the masked process the LOO posterior at a masked position
+  is the denoiser, and unmasked positions keep their token in both forms.
 """
 
 from __future__ import annotations
@@ -51,7 +64,10 @@ from discrete_diffusion.sampling.context import Context, time_grid
 Array = jnp.ndarray
 
 BRIDGES = ("loo_plugin", "denoiser_mixture", "denoiser_plugin")
-DEFAULTS = {"bridge": "loo_plugin", "greedy_final": False, "reuse_output": True}
+GREEDY_FORMS = ("last_step", "duo")
+DUO_T_EPS = 1e-5  # Duo's generate_samples(eps=1e-5): the grid's last time and the greedy call's t
+DEFAULTS = {"bridge": "loo_plugin", "greedy_final": False, "greedy_form": "last_step",
+            "reuse_output": True}
 
 
 def reverse_kernel(
@@ -85,14 +101,52 @@ def greedy_step(
     return jnp.where(proc.is_noisy(x_t), jnp.argmax(mu, -1), x_t).astype(jnp.int32)
 
 
+def duo_greedy_tail(
+    proc: InterpolatingProcess, parameterization: str, logits: Array, x_t: Array, t: Array
+) -> Array:
+    """Duo's greedy tail: x_0^i = argmax_k rho_theta(k | x_t)^i, the argmax of the network output
+    in the LOO parameterization (Duo's raw output), at every position of a uniform process; for
+    the masked process at the masked positions (where rho = mu), unmasked positions keep x_t."""
+    loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
+    x_0 = jnp.argmax(loo, -1)
+    if proc.mask_id is not None:
+        x_0 = jnp.where(proc.is_noisy(x_t), x_0, x_t)
+    return x_0.astype(jnp.int32)
+
+
+def duo_tail(ctx: Context) -> bool:
+    """Whether the run ends with Duo's greedy tail (`greedy_final` and `greedy_form` = 'duo');
+    ValueError naming the field for a form not in GREEDY_FORMS."""
+    form = ctx.settings.get("greedy_form", "last_step")
+    if form not in GREEDY_FORMS:
+        raise ValueError(f"config.sampler.greedy_form={form!r} is not one of {list(GREEDY_FORMS)}")
+    return bool(ctx.settings["greedy_final"]) and form == "duo"
+
+
+def sampling_grid(ctx: Context) -> Array:
+    """1 = t_0 > ... > t_n: to 0, or to DUO_T_EPS before Duo's greedy tail."""
+    n = ctx.settings["num_steps"]
+    return jnp.linspace(1.0, DUO_T_EPS, n + 1) if duo_tail(ctx) else time_grid(n)
+
+
+def finish(ctx: Context, x: Array, nfe: Array) -> tuple[Array, Array]:
+    """(x, nfe), or with Duo's greedy tail (x_0 = `duo_greedy_tail` at t = DUO_T_EPS, nfe + 1)."""
+    if not duo_tail(ctx):
+        return x, nfe
+    t = ctx.times(DUO_T_EPS)
+    x_0 = duo_greedy_tail(ctx.proc, ctx.output_parameterization, ctx.network(x, t), x, t)
+    return ctx.apply_prompt(x_0), nfe + 1
+
+
 def run(key: Array, ctx: Context) -> tuple[Array, Array]:
     """`num_steps` ancestral steps from the prior; returns (x_0 int32 [N, L], NFE int32).
 
     The masked process without guidance takes `run_masked` (same law, work only where tokens
-    unmask); every other case the dense step `run_dense`."""
+    unmask); every other case the dense step `run_dense`. Then Duo's greedy tail if asked
+    (`finish`)."""
     if ctx.proc.mask_id is not None and ctx.guide is None:
-        return run_masked(key, ctx)
-    return run_dense(key, ctx)
+        return finish(ctx, *run_masked(key, ctx))
+    return finish(ctx, *run_dense(key, ctx))
 
 
 def unmask_probability(proc: InterpolatingProcess, x_t: Array, t: Array, s: Array) -> Array:
@@ -129,7 +183,8 @@ def run_masked(key: Array, ctx: Context, capacity: int | None = None) -> tuple[A
     rows = jnp.arange(num_samples)[:, None]
     key, k_prior = jax.random.split(key)
     x = ctx.initial_state(k_prior)
-    grid = time_grid(num_steps)
+    grid = sampling_grid(ctx)
+    last_step_greedy = bool(settings["greedy_final"]) and not duo_tail(ctx)
 
     def draw(k: Array, logits: Array, x_t: Array, t: Array, greedy: Array) -> Array:
         mu = ctx.convert(logits, x_t, t, "denoiser")
@@ -141,7 +196,7 @@ def run_masked(key: Array, ctx: Context, capacity: int | None = None) -> tuple[A
         key, k_unmask, k_val = jax.random.split(key, 3)
         t, s = ctx.times(grid[i]), ctx.times(grid[i + 1])
         masked = proc.is_noisy(x_t)
-        greedy = jnp.asarray(bool(settings["greedy_final"])) & (i == num_steps - 1)
+        greedy = jnp.asarray(last_step_greedy) & (i == num_steps - 1)
         unmask = masked & (bernoulli64(k_unmask, unmask_probability(proc, x_t, t, s)) | greedy)
         most = jnp.max(unmask.sum(-1))
 
@@ -177,7 +232,8 @@ def run_dense(key: Array, ctx: Context) -> tuple[Array, Array]:
              and ctx.guide is None)
     key, k_prior = jax.random.split(key)
     x = ctx.initial_state(k_prior)
-    grid = time_grid(num_steps)
+    grid = sampling_grid(ctx)
+    last_step_greedy = bool(settings["greedy_final"]) and not duo_tail(ctx)
 
     def body(carry, i):
         x_t, cached, valid, nfe, key = carry
@@ -192,7 +248,7 @@ def run_dense(key: Array, ctx: Context) -> tuple[Array, Array]:
         probs = ctx.step_kernel(lambda lg: reverse_kernel(
             ctx.proc, ctx.output_parameterization, lg, x_t, t, s, bridge), logits, x_t, t, s)
         x_s = sample_from_probs(k_step, probs, settings["categorical"])
-        if settings["greedy_final"]:
+        if last_step_greedy:
             greedy = greedy_step(ctx.proc, ctx.output_parameterization, logits, x_t, t)
             x_s = jnp.where(i == num_steps - 1, greedy, x_s)
         x_s = ctx.apply_prompt(x_s)
