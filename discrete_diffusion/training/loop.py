@@ -37,7 +37,7 @@ from discrete_diffusion.data import bundle as data_lib
 from discrete_diffusion.data import words
 from discrete_diffusion.metrics import MetricWriter, TrainMetrics, with_derived
 from discrete_diffusion.sampling import trace
-from discrete_diffusion.training import config_drift, trace_files, workdir_lock
+from discrete_diffusion.training import config_drift, quiet_orbax, trace_files, workdir_lock
 from discrete_diffusion.training import workdir as workdir_lib
 from discrete_diffusion.training.checkpoints import (
     CORRUPT_DIR,
@@ -197,7 +197,8 @@ def train_and_evaluate(
         if jax.process_index() == 0:
             lock = workdir_lock.acquire(workdir, log=lambda m: print(m, flush=True))
     try:
-        return _train(config, workdir, devices, stop_at, lock)
+        with quiet_orbax.errors_shortened():
+            return _train(config, workdir, devices, stop_at, lock)
     finally:
         if lock is not None:
             lock.release()
@@ -377,10 +378,12 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
         if mngr is not None:
             try:
                 mngr.wait_until_finished()
-                mngr.close()
             except Exception as err:  # noqa: BLE001 - the last asynchronous save failed
                 if not failed:
                     raise _write_error(err, workdir, last_saved[-1] if last_saved else step) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    mngr.close()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         writer.close()
