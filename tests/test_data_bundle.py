@@ -252,6 +252,15 @@ def test_local_errors(tmp_path):
     (empty / "b.txt").write_text("abc" * 10)
     with pytest.raises(ValueError, match="fewer than one batch"):
         get(make_config(name="local", data_dir=str(empty), seq_len=16))
+    # a held-out split shorter than one row: eval_pad_last (already the default) cannot help
+    split = tmp_path / "split"
+    (split / "train").mkdir(parents=True)
+    (split / "validation").mkdir()
+    (split / "train" / "a.txt").write_text("abcdefgh" * 200)
+    (split / "validation" / "b.txt").write_text("abc")
+    with pytest.raises(ValueError, match="shorter than one row") as err:
+        get(make_config(name="local", data_dir=str(split), seq_len=16))
+    assert "eval_pad_last" not in str(err.value)
 
 
 def test_missing_training_batch_size():

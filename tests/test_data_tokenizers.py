@@ -83,8 +83,15 @@ def test_sentencepiece_cache_loads_instead_of_training(tmp_path, monkeypatch):
 
 
 def test_sentencepiece_vocab_too_large_is_value_error():
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(ValueError, match=r"vocab_size=5000 is too large .*lower it to at most"):
         tl.SentencePieceTokenizer.train(["tiny corpus"], vocab_size=5000)
+
+
+def test_sentencepiece_vocab_too_small_says_too_small():
+    """60 distinct characters with vocab_size=20: the advice is to raise it (not 'too large')."""
+    text = "".join(chr(0x4E00 + i) for i in range(60))
+    with pytest.raises(ValueError, match=r"vocab_size=20 is too small .*raise config.data.vocab"):
+        tl.SentencePieceTokenizer.train([text] * 3, vocab_size=20)
 
 
 def test_fingerprint_depends_on_boundaries_and_settings():

@@ -567,6 +567,17 @@ def _process_layout(process_index: int | None, process_count: int | None) -> tup
     return int(process_index), int(process_count)
 
 
+def _no_eval_batch_message(num_valid: int, s: _Settings) -> str:
+    """Why no eval batch can be formed, with advice that applies to the settings in force."""
+    if num_valid == 0:  # eval_pad_last cannot help: there is nothing to pad
+        return (f"the validation split has no example of config.data.seq_len={s.seq_len} "
+                "tokens (its text is shorter than one row); lower config.data.seq_len, or give "
+                "the validation split more text (config.data.eval_fraction for a local folder)")
+    return (f"the validation split has {num_valid} examples, fewer than one eval batch of "
+            f"{s.eval_batch_size} (config.data.eval_batch_size, default "
+            "config.training.batch_size); lower it or set config.data.eval_pad_last=True")
+
+
 def get_data(
     config: Any, *, process_index: int | None = None, process_count: int | None = None
 ) -> DataBundle:
@@ -616,11 +627,7 @@ def get_data(
         max_batches=s.eval_max_batches,
     )
     if n_eval == 0:
-        raise ValueError(
-            f"the validation split has {len(splits.valid)} examples, fewer than one eval batch "
-            f"of {s.eval_batch_size} (config.data.eval_batch_size, default "
-            "config.training.batch_size); lower it or set config.data.eval_pad_last=True"
-        )
+        raise ValueError(_no_eval_batch_message(len(splits.valid), s))
 
     def eval_batches(max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """A fresh pass over the validation split (``max_batches`` overrides the config cap)."""

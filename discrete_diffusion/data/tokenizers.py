@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -205,6 +206,28 @@ def _spm():
     return sentencepiece
 
 
+def _vocab_size_error(err: Exception, vocab_size: int) -> ValueError | None:
+    """sentencepiece's vocabulary-size failures as a ValueError whose advice points the right
+    way: 'smaller than required_chars. V vs N' (too small: raise it to at least N) or 'too high
+    (V). Please set it to a value <= M' (too large: lower it to at most M); None otherwise."""
+    text = str(err)
+    small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", text)
+    if small:
+        return ValueError(
+            f"config.data.vocab_size={vocab_size} is too small for this corpus: its characters "
+            f"and the special pieces need {small.group(2)}; raise config.data.vocab_size to at "
+            f"least {small.group(2)}")
+    large = re.search(r"<= (\d+)", text)
+    if "too high" in text or large:
+        bound = f" to at most {large.group(1)}" if large else ""
+        return ValueError(f"config.data.vocab_size={vocab_size} is too large for this corpus; "
+                          f"lower it{bound}")
+    if "Vocabulary size" in text or "vocab_size" in text:
+        return ValueError(f"config.data.vocab_size={vocab_size} does not fit this corpus: "
+                          f"{' '.join(text.split())[:300]}")
+    return None
+
+
 class SentencePieceTokenizer:
     """A sentencepiece model; pieces are the K clean classes (pad=0, unk=1, bos=2, eos=3)."""
 
@@ -244,7 +267,8 @@ class SentencePieceTokenizer:
 
         Normalization is the identity and whitespace is kept as is, so decoding inverts
         encoding for every character seen in training. ``vocab_size`` includes the four
-        special pieces. A vocabulary too large for the corpus raises ValueError.
+        special pieces. A vocabulary too small (fewer pieces than the corpus's characters) or too
+        large for the corpus raises ValueError saying which, and the bound.
         """
         spm = _spm()
         lines = [line for t in texts for line in t.split("\n") if line]
@@ -274,11 +298,10 @@ class SentencePieceTokenizer:
                 minloglevel=2,
             )
         except RuntimeError as e:
-            if "Vocabulary size" in str(e) or "vocab_size" in str(e):
-                raise ValueError(
-                    f"config.data.vocab_size={vocab_size} is too large for this corpus: {e}"
-                ) from e
-            raise
+            better = _vocab_size_error(e, vocab_size)
+            if better is None:
+                raise
+            raise better from e
         return cls(writer.getvalue())
 
     @classmethod
