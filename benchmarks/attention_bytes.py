@@ -1,5 +1,5 @@
 """Attention cost, forward + backward: XLA's bytes accessed and FLOPs, and the measured time
-against a plain-matmul reference (issue 16, item 2).
+against a plain-matmul reference.
 
     python benchmarks/attention_bytes.py [--shapes=small,big] [--impls=matmul,xla,blockwise]
         [--runs=10] [--dtype=float32] [--block]

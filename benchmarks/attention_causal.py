@@ -1,4 +1,4 @@
-"""Causal block skipping in the blockwise attention (issue 16): time of one attention layer's
+"""Causal block skipping in the blockwise attention: time of one attention layer's
 forward + backward pass with the key blocks above the diagonal skipped, against the same
 blockwise attention computing every block pair, and against plain `matmul_attention`.
 

@@ -10,7 +10,7 @@ logits. Columns (milliseconds per call, best of `--repeats`, compilation exclude
   exact dense  `categorical(method='exact_dense')`: 64 random bits for every class (the old default);
   jax f32      `jax.random.categorical` (float32 Gumbel-max, biased in the tail);
   jax highest  `jax.random.categorical(mode='highest')`.
-The goal (issue 16): 'exact' no slower than 'jax f32'; the last column is jax f32 / exact.
+The goal: 'exact' no slower than 'jax f32'; the last column is jax f32 / exact.
 """
 
 from __future__ import annotations

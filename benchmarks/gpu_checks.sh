@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The accelerator checks in one run (a single GPU): sampler speed at L = 1024, V = 32k (issue 4),
-# train-step throughput and MFU of the small model at L = 1024 in bf16 (issue 6), and two short
+# The accelerator checks in one run (a single GPU): sampler speed at L = 1024, V = 32k,
+# train-step throughput and MFU of the small model at L = 1024 in bf16, and two short
 # Shakespeare trainings whose workdirs come back as tarballs (for evaluation on a CPU machine).
 #
 #     OUT=/some/dir bash benchmarks/gpu_checks.sh

@@ -7,7 +7,7 @@ Rows (`--steps` defaults to `--seq_len`; compilation excluded, each sampler runs
   ancestral_dense_exact   the named baseline: the dense ancestral step (reverse kernel over all
                           V + 1 states at every position, `ancestral.run_dense`, no output reuse)
                           with the per-class 64-bit exact categorical ('exact_dense'): the path
-                          of the sampler before issue 16, paying a network call with full logits
+                          of the sampler before the sparse rewrite, paying a network call with full logits
                           and an L x (V + 1) categorical at every step;
   ancestral_dense         the same dense step with the blocked exact categorical (the default
                           draw, sampling/categorical.py (2)): what the new draw alone buys;
@@ -16,7 +16,7 @@ Rows (`--steps` defaults to `--seq_len`; compilation excluded, each sampler runs
                           only in steps where something unmasks, with logits only there;
   first_hitting           one network call per token, logits at that token only.
 All rows use the model's `output_positions` where the sampler asks for it (the dense rows never
-do). Prints seconds, NFE, tokens/s, first-hitting's speed-up over the baseline (issue 16's goal:
+do). Prints seconds, NFE, tokens/s, first-hitting's speed-up over the baseline (the goal:
 >= 20x at L = 1024, V = 32768, steps = L) and ancestral's time over first-hitting's (goal <= 1.5).
 
 On a CPU the dense rows take seconds per step at L = V-scale sizes. `--timed_steps N` then runs

@@ -29,7 +29,7 @@ model, batch 16, EMA decay 0.98 and a 20-step learning-rate warm-up (a run of a 
 steps), KL warm-up --kl-warmup steps, free bits --kl-free-bits (default configs/mnist_vadd.py's
 0.1 nats per latent dimension) (configs/mnist_vadd.py's 4-layer d=128 network at batch 32 needs
 ~9 GB of host memory on CPU). Both arms take configs/mnist_vadd.py's config.model.pos_embedding
-('rotary+learned': learned absolute positions beside rotary, issue 15) unless --pos-embedding says
+('rotary+learned': learned absolute positions beside rotary) unless --pos-embedding says
 otherwise.
 
 Where the time goes (measured on the shared 2-core CPU): one train step of the --small VADD

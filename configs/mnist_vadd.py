@@ -29,7 +29,7 @@ def get_config():
     config.model.cond_dim = 64
     config.model.latent_dim = 16
     # learned absolute positions beside rotary: without them every pixel gets the same prediction
-    # at the all-masked state and the latent cannot place strokes (issue 15; README)
+    # at the all-masked state and the latent cannot place strokes (README)
     config.model.pos_embedding = "rotary+learned"
     config.model.time_conditioning = False
     config.model.dropout = 0.0

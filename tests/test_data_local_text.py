@@ -48,7 +48,7 @@ def test_empty_folder_and_missing_folder(tmp_path):
         local_text.load_splits(tmp_path / "absent")
 
 
-# ---- bad documents (issue 12): undecodable, oversized, empty ---------------------------------
+# ---- bad documents: undecodable, oversized, empty ---------------------------------
 
 def _corpus(folder):
     _write(folder, ["good one", "good two"], jsonl=["j0", "j1"])

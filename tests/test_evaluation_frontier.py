@@ -132,7 +132,7 @@ def test_sweep_rows_files_and_plots(tmp_path):
 
 
 def test_informed_pc_is_compared_at_equal_nfe():
-    """Issue 11.7: a steps-sweep point of s network calls runs the informed-PC predictor steps
+    """A steps-sweep point of s network calls runs the informed-PC predictor steps
     whose NFE (corrector sweeps included) is at most s, not s predictor steps (about 3 s calls)."""
     from discrete_diffusion.sampling import informed_pc
 
@@ -154,7 +154,7 @@ def test_informed_pc_is_compared_at_equal_nfe():
 
 
 def test_uniform_absorbing_frontier_uses_audm_and_reaudm():
-    """Issue 11.8: 'ancestral' does not sample 'uniform_absorbing'; the auto presets are AUDM's."""
+    """'ancestral' does not sample 'uniform_absorbing'; the auto presets are AUDM's."""
     from configs import shakespeare_uniform_absorbing
     from discrete_diffusion import sampling
 

@@ -179,7 +179,7 @@ def test_unknown_loss_names_field():
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "poly"])
 def test_masked_nelbo_of_a_time_agnostic_network_is_the_any_order_cross_entropy(schedule):
-    """The time-agnostic identity (issue 11.12; RADD, Ou et al. 2024; fhs_order_vadd_sedd.md): for
+    """The time-agnostic identity (RADD, Ou et al. 2024; fhs_order_vadd_sedd.md): for
     a network f(x_t) that does not read t and a schedule with alpha_0 = 1, alpha_1 = 0,
 
         int_0^1 E_{x_t ~ q_t(. | x0)} NELBO_t dt = sum_{n=1}^L (1/n) E_{|S| = n} [ sum_{i in S}

@@ -396,7 +396,7 @@ def test_latent_dim_zero_is_todays_network_and_latent_enters_additively():
 
 
 def test_learned_positions_break_the_all_masked_symmetry():
-    """Issue 15. With rotary positions only, an all-masked input gives every position the same
+    """With rotary positions only, an all-masked input gives every position the same
     output (identical q, k, v rows: attention returns v whatever the rotary scores); with
     'rotary+learned' a zero table changes nothing, bit for bit, and perturbing the table makes
     two positions' outputs differ."""

@@ -29,7 +29,7 @@ def _config(process="uniform", parameterization="denoiser", **sampler):
     })
 
 
-# ---- issue 11.4: temperature_on defaults per process ------------------------------------------
+# ---- temperature_on defaults per process ------------------------------------------
 def test_temperature_on_defaults_to_the_loo_posterior_for_uniform_and_output_for_masked():
     assert sampling.sampler_settings(_config("uniform"))["temperature_on"] == "loo"
     assert sampling.sampler_settings(_config("masked"))["temperature_on"] == "output"
@@ -60,7 +60,7 @@ def test_bad_temperature_on_names_the_field():
         sampling.sampler_settings(_config("uniform", temperature_on="posterior"))
 
 
-# ---- issue 11.8: samplers of each process ------------------------------------------------------
+# ---- samplers of each process ------------------------------------------------------
 @pytest.mark.parametrize("name", ["ancestral", "psi", "informed_pc", "score_euler", "first_hitting"])
 def test_uniform_absorbing_refuses_other_samplers_naming_the_valid_ones(name):
     """'ancestral' crashed with "TypeError: 'bool' object is not subscriptable"."""
@@ -82,7 +82,7 @@ def test_uniform_absorbing_config_with_ancestral_fails_at_start_up():
         config_validation.validate(config)
 
 
-# ---- issue 11.11: unknown fields ----------------------------------------------------------------
+# ---- unknown fields ----------------------------------------------------------------
 def test_a_typo_names_the_field_and_lists_the_samplers_fields():
     config = _config(name="informed_pc", mh_corect=True)
     model = oracle.exact_model_fn(P0, dd.processes.uniform(K), "denoiser")

@@ -41,7 +41,7 @@ def _tv(config, seed=0, n=N):
     ("uniform", "denoiser", "loo_plugin"),        # denoiser network converted to LOO
 ])
 def test_ancestral_reaches_the_noise_floor(process, parameterization, bridge):
-    # Seed 17: the blocked categorical (issue 16) draws from another random stream, and at seed 0
+    # Seed 17: the blocked categorical draws from another random stream, and at seed 0
     # all three uniform cases (which share it) land at 1.53x the floor. The 1.5x threshold fails
     # for some seeds with either draw: uniform/loo TV / floor over seeds 10-25 was 1.31 +- 0.09
     # (blocked) and 1.21 +- 0.10 (the former per-class race), 5 and 3 of 16 above 1.5.

@@ -100,13 +100,13 @@ def test_temperature_on_loo_versus_denoiser():
     np.testing.assert_allclose(out["denoiser", 0.5], tempered, atol=1e-6)
 
 
-# ---- issue 11: masked process refused, exact (Metropolis-Hastings) corrector, predictor fields ----
+# ---- masked process refused, exact (Metropolis-Hastings) corrector, predictor fields ----
 K3, L3 = 3, 3
 P3 = oracle.toy_law(K3, L3, seed=1)
 
 
 def test_informed_pc_refuses_the_masked_process():
-    """The LOO posterior is undefined at unmasked positions of the masked process (issue 11.5)."""
+    """The LOO posterior is undefined at unmasked positions of the masked process."""
     config = _config()
     config.process.name = "masked"
     model = oracle.exact_model_fn(P0, dd.processes.masked(K), "loo")
@@ -150,7 +150,7 @@ def _sweep_matrix(cond, states, rule, tau, mh):
                                       ("lowest_current_prob", 1.0), ("random", 1.0)])
 def test_mh_sweep_leaves_p_t_invariant_for_every_site_rule(rule, tau):
     """Equations (2)-(3) by enumeration: p_t T = p_t exactly with the correction; without it a
-    confidence rule moves p_t (issue 11.6)."""
+    confidence rule moves p_t."""
     proc = dd.processes.uniform(K3)
     t = 0.45
     states = np.array(list(itertools.product(range(K3), repeat=L3)))
@@ -195,7 +195,7 @@ def test_mh_sweeps_keep_exact_samples_exact():
 def test_mh_corrected_sampler_reaches_the_noise_floor_and_counts_nfe():
     """The whole sampler, 'lowest_log_margin' with one site per sweep: at the floor with
     `mh_correct` (measured TV 0.005 against a floor of 0.007; without it 0.23).
-    Seed 3: with the blocked categorical's random stream (issue 16) seed 0 gives TV / floor 1.70;
+    Seed 3: with the blocked categorical's random stream seed 0 gives TV / floor 1.70;
     seeds 1-4 give 1.22 1.09 0.95 0.91, the former per-class race 0.76 0.93 0.67 1.10 at seeds 0-3
     (a 4M-draw chi-square test of both draws at this step's probabilities passes)."""
     n = 20_000
@@ -226,7 +226,7 @@ def test_budget_counts_the_mh_call():
 
 def test_predictor_draws_with_the_configured_categorical(monkeypatch):
     """Every draw of the sampler (predictor and corrector) uses config.sampler.categorical
-    (issue 11.10: the predictor used the default 'exact')."""
+    (the predictor used the default 'exact')."""
     methods = []
     original = informed_pc.sample_from_probs
 

@@ -42,7 +42,7 @@ def test_prompted_sampling_is_the_exact_conditional(process, sampler, parameteri
     assert tv < 1.5 * floor, (tv, floor)
 
 
-# ---- input checks (issue 12): model_fn output, prompt tokens and masks --------------------------
+# ---- input checks: model_fn output, prompt tokens and masks --------------------------
 
 def _config(process="masked", sampler="ancestral", k=5):
     return ml_collections.ConfigDict({

@@ -64,7 +64,7 @@ def test_psi_with_kappa_one_reaches_the_noise_floor(process, parameterization):
     config = _config(process, parameterization, kappa=1.0)
     proc = dd.processes.from_config(config.process)
     # Seed 17 as in test_sampling_ancestral.py: kappa = 1 draws what ancestral draws, and seed 0
-    # lands at 1.53x the floor with the blocked categorical's stream (issue 16; see there).
+    # lands at 1.53x the floor with the blocked categorical's stream (see there).
     result = dd.generate(jax.random.key(17), oracle.exact_model_fn(P0, proc, parameterization),
                          config, n, 2)
     tv = oracle.total_variation(oracle.empirical_law(np.asarray(result.tokens), 3), P0.reshape(-1))

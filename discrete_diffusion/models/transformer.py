@@ -19,7 +19,7 @@ classes:
 
 Positions. By default (`pos_embedding='rotary'`) there are no absolute positions: positions
 enter only through rotary embeddings, so the network is equivariant to shifts up to the ends of
-the sequence and, at the all-masked state, every position gets the same prediction (issue 15:
+the sequence and, at the all-masked state, every position gets the same prediction (so
 one-step binarised-MNIST samples are pixel noise whatever the training). `pos_embedding=
 'rotary+learned'` also adds a learned absolute table pos_embed `[max_len, D]` (normal, std 0.02)
 to the input embedding (token ids or soft inputs) before the first block; max_len is the data's
