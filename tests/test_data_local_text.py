@@ -139,3 +139,24 @@ def test_read_options_name_the_field_and_allowed_values():
         local_text.ReadOptions(on_empty_document="keep")
     with pytest.raises(ValueError, match=r"config\.data\.max_document_bytes"):
         local_text.ReadOptions(max_document_bytes=0)
+
+
+def test_symbolic_links_are_followed_loops_and_dangling_links_named(tmp_path, caplog):
+    """22 documents, 20 of them in a symlinked sub-folder; a loop and a dangling *.txt link."""
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    _write(corpus, ["a", "b"])
+    _write(elsewhere, [f"linked {i}" for i in range(20)])
+    (corpus / "sub").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(corpus, target_is_directory=True)
+    (corpus / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    with caplog.at_level("WARNING"):
+        docs = local_text.read_documents(corpus)
+    assert len(docs) == 22 and sorted(docs) == sorted(["a", "b"] + [f"linked {i}" for i in range(20)])
+    assert "gone.txt: a symbolic link whose target" in caplog.text and "is missing" in caplog.text
+    assert "loop: a link to the folder" in caplog.text
+
+
+def test_a_corpus_of_whitespace_only_is_an_error(tmp_path):
+    _write(tmp_path, [" \n", "\t\t", "   "])
+    with pytest.raises(ValueError, match="only whitespace"):
+        local_text.load_splits(tmp_path, eval_fraction=0.3)

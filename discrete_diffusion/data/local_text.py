@@ -1,8 +1,10 @@
 """Documents from a local folder: ``.txt`` files (one document each) and ``.jsonl`` files.
 
-Every ``*.txt`` file under the folder (recursively) is one document; every line of every
-``*.jsonl`` file is one document, its text under ``text_field`` (default ``'text'``). Files are
-read in sorted path order; blank ``.jsonl`` lines are not documents.
+Every ``*.txt`` file under the folder (recursively, following symbolic links) is one document;
+every line of every ``*.jsonl`` file is one document, its text under ``text_field`` (default
+``'text'``). Files are read in sorted path order; blank ``.jsonl`` lines are not documents. A
+folder reached twice through links (a loop) is read once, and links whose target is missing or
+loops are named in the warning of skipped documents. A corpus of whitespace only is an error.
 
 Split: when the folder has ``train/`` and ``validation/`` subfolders, those are the splits.
 Otherwise the last ``max(1, round(eval_fraction * N))`` of the N documents (in the order above)
@@ -111,6 +113,11 @@ class _Collector:
         if self.options.on_empty_document == "error":
             raise BadDocumentError(f"{where}: empty document{_EMPTY_HINT}")
         self.skipped.append(f"{where}: empty document")
+
+    def note(self, where: str, reason: str) -> None:
+        """A file left out whatever the options (a dangling or looping link, a folder already
+        read through another link): named in the warning."""
+        self.skipped.append(f"{where}: {reason}")
 
     def warn(self, folder: Path | str) -> None:
         """One warning naming the skipped documents (the first few) and their number."""
@@ -259,6 +266,42 @@ def options_from_flags(args: argparse.Namespace, text_field: str = "text") -> Re
     )
 
 
+def document_files(folder: Path, collector: _Collector) -> list[Path]:
+    """The ``*.txt`` / ``*.jsonl`` files under ``folder`` in sorted path order, following
+    symbolic links to files and folders. A folder reached a second time (a link loop, or two
+    links to one folder) is read once; a ``*.txt`` / ``*.jsonl`` link whose target is missing or
+    loops, and a folder that cannot be listed, are named through ``collector.note``."""
+    files: list[Path] = []
+    seen: set[str] = set()
+
+    def visit(d: Path) -> None:
+        real = os.path.realpath(d)
+        if real in seen:
+            collector.note(str(d), f"a link to the folder {real}, already read (a link loop "
+                                   "or a second link to it)")
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as err:
+            collector.note(str(d), f"folder cannot be listed ({err.strerror})")
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=True):
+                visit(path)
+            elif path.suffix in (".txt", ".jsonl"):
+                if entry.is_file(follow_symlinks=True):
+                    files.append(path)
+                elif entry.is_symlink():
+                    target = os.readlink(path)
+                    why = "loops" if os.path.lexists(os.path.realpath(path)) else "is missing"
+                    collector.note(str(path), f"a symbolic link whose target {target!r} {why}")
+
+    visit(folder)
+    return sorted(files)
+
+
 def read_documents(
     folder: str | os.PathLike, text_field: str = "text", *, options: ReadOptions | None = None
 ) -> list[str]:
@@ -273,8 +316,7 @@ def read_documents(
         raise ValueError(f"config.data.data_dir={str(folder)!r} is not a folder")
     collector = _Collector(options)
     docs: list[str] = []
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
-    for path in files:
+    for path in document_files(folder, collector):
         if path.suffix == ".txt":
             text = _read_txt(path, collector)
             if text is not None:
@@ -312,6 +354,11 @@ def load_splits(
             )
         n_eval = min(len(docs) - 1, max(1, round(eval_fraction * len(docs))))
         train, valid = docs[:-n_eval], docs[-n_eval:]
+    if train and not any(d.strip() for d in train + valid):
+        raise ValueError(
+            f"config.data.data_dir={str(folder)!r}: its {len(train) + len(valid)} documents hold "
+            "only whitespace; there is nothing to learn (add text)"
+        )
     if not train or not valid:
         raise ValueError(
             f"config.data.data_dir={str(folder)!r}: empty split (train {len(train)} documents, "

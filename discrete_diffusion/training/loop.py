@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from discrete_diffusion import progress, sharding
+from discrete_diffusion import progress, run_files, sharding
 from discrete_diffusion.data import bundle as data_lib
 from discrete_diffusion.data import words
 from discrete_diffusion.metrics import MetricWriter, TrainMetrics, with_derived
@@ -411,13 +409,8 @@ def _data_error(err: Exception, data: Any, step: int, mngr: Any, checkpoint: Any
     )
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run saved as workdir/config.json (tuples come back as lists)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} the --workdir of a training run?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+# workdir/config.json is read one layer below `methods` and `training` (run_files.py)
+load_config = run_files.load_config
 
 
 def load_state(config: Any, workdir: str, devices: list | None = None):
