@@ -8,8 +8,9 @@ Parameters. params = {'network': the student, 'teacher': a frozen copy}. Both st
 network of a trained uniform-diffusion run (config.method.teacher_workdir: a 'duo', 'diffusion'
 (uniform process) or 'duo_distill' run of the same architecture), by default its EMA parameters
 (config.method.teacher_params='ema'; what that run samples and evaluates with) or its raw ones
-('params'). The teacher run is read when the method is built (`training.load_state` of its
-config.json, outside any trace), so building the method of a distillation run (also for
+('params'). The teacher run is read when the method is built (`run_files`: its config.json and
+the newest readable checkpoint's parameters, outside any trace, without building its trainer, so
+`methods` does not import `training`), so building the method of a distillation run (also for
 --mode=eval, --mode=sample and frontier sweeps, where the restored checkpoint then replaces both
 networks) needs teacher_workdir readable; `init` returns the loaded weights (constants of the
 jitted init, fine at the sizes trained here).
@@ -90,7 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from discrete_diffusion import duality
+from discrete_diffusion import duality, run_files
 from discrete_diffusion.methods import stratified
 from discrete_diffusion.methods.base import Batch, Params, token_weights
 from discrete_diffusion.methods.diffusion import Diffusion
@@ -201,15 +202,13 @@ def teacher_refresh(default: optax.GradientTransformation, round_steps: int, *,
 def load_teacher_network(workdir: Any, which: str = "ema") -> tuple[Any, Any]:
     """(host copy of params['network'] of the latest checkpoint of `workdir`, its run's config).
     `which`: 'ema' (ema_params) or 'params'. Errors name config.method.teacher_workdir."""
-    from discrete_diffusion import training  # the trainer imports the methods
-
     field = f"config.method.teacher_workdir={workdir!r}"
     if not isinstance(workdir, str) or not workdir:
         raise ValueError(f"{field} must be the --workdir of a trained uniform-diffusion run "
                          f"(method one of {list(TEACHER_METHODS)}), e.g. "
                          "--config.method.teacher_workdir=runs/shk_duo")
     try:
-        tconfig = training.load_config(workdir)
+        tconfig = run_files.load_config(workdir)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ValueError(f"{field} is unreadable: {e}") from e
     from discrete_diffusion import methods
@@ -220,11 +219,10 @@ def load_teacher_network(workdir: Any, which: str = "ema") -> tuple[Any, Any]:
                          f"{tconfig.process.get('name', None)!r}; a teacher must be one of "
                          f"{list(TEACHER_METHODS)} on the 'uniform' process")
     try:
-        _, _, _, state = training.load_state(tconfig, workdir)
+        tree, _ = run_files.load_params(workdir, "ema_params" if which == "ema" else "params")
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ValueError(f"{field} is unreadable: {e}") from e
-    tree = state.ema_params if which == "ema" else state.params
-    return jax.tree.map(np.asarray, jax.device_get(tree["network"])), tconfig
+    return tree["network"], tconfig
 
 
 def _field_error(field: str, value: Any, allowed: str) -> ValueError:

@@ -87,7 +87,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from discrete_diffusion import losses, processes, sampling, schedules
+from discrete_diffusion import losses, param_groups, processes, sampling, schedules
 from discrete_diffusion import models as models_lib
 from discrete_diffusion.methods import chunked, stratified
 from discrete_diffusion.methods.base import (
@@ -394,10 +394,8 @@ class LearnedOrder(MethodBase):
     def optimizer(self, training_config: Any,
                   default: optax.GradientTransformation) -> optax.GradientTransformation:
         """Adam(schedule_learning_rate) on params['schedule'], the config's optimizer elsewhere."""
-        from discrete_diffusion.training.optimizer import by_top_level_key
-
         del training_config
-        return by_top_level_key({"schedule": optax.adam(self.schedule_learning_rate)}, default)
+        return param_groups.by_top_level_key({"schedule": optax.adam(self.schedule_learning_rate)}, default)
 
     def powers(self, params: Params) -> Array:
         """w = softplus(theta): [L] or [K]."""

@@ -12,6 +12,8 @@ from typing import Any
 
 import optax
 
+from discrete_diffusion import param_groups
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -44,12 +46,5 @@ def make_optimizer(tc: Any) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def by_top_level_key(groups: dict[str, optax.GradientTransformation],
-                     default: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`groups[k]` for the parameters under params[k], `default` for every other top-level key
-    (optax.multi_transform labelled by the params dict's top-level keys)."""
-
-    def labels(params: Any) -> dict[str, str]:
-        return {k: (k if k in groups else "default") for k in params}
-
-    return optax.multi_transform({**groups, "default": default}, labels)
+# one layer below `methods` and `training` (param_groups.py): methods build their optimizers with it
+by_top_level_key = param_groups.by_top_level_key
