@@ -1,6 +1,7 @@
 """config.training.nonfinite_skip: 'cond' (the update is written only once the finiteness flag is
-known) and 'select' (jnp.where of the new and the old state) give bit-identical states, both skip
-an update that overflows, 'cond' needs less scratch, and a bad value names the field."""
+known) and 'select' (where(finite, new, old) per leaf, training/fused_adamw.py) give bit-identical
+states, both skip an update that overflows, 'select' holds no more scratch than 'cond' and moves
+fewer bytes, and a bad value names the field."""
 
 from __future__ import annotations
 
@@ -67,12 +68,14 @@ def test_overflowing_update_is_skipped(skip):
         np.testing.assert_array_equal(a, b)
 
 
-def test_cond_holds_less_scratch_than_select():
-    """XLA's scratch bytes of the compiled step, with the parameters (embedding and output layer,
-    vocabulary 16384, d = 64) far larger than the activations (batch 2, L = 16): with 'select' the
-    new parameters, EMA and both Adam moments are held until the flag is known, with 'cond' not,
-    which saves at least one parameter set (measured: 1.4; 3.8 for the 12-layer model)."""
-    temps, param_bytes = {}, 0
+def test_select_holds_no_new_state_and_moves_fewer_bytes():
+    """XLA's scratch and bytes accessed of the compiled step, with the parameters (embedding and
+    output layer, vocabulary 16384, d = 64) far larger than the activations (batch 2, L = 16):
+    'select' (training/fused_adamw.py) no longer holds the new parameters, EMA and moments until
+    the flag is known (the old 'select' held 1.4 parameter sets more scratch than 'cond'; now
+    equal) and reads and writes fewer bytes than 'cond' (measured 29.6 against 30.6 parameter
+    sets)."""
+    temps, moved, param_bytes = {}, {}, 0
     for skip in ("cond", "select"):
         config = tiny_config()
         config.training.nonfinite_skip = skip
@@ -84,9 +87,11 @@ def test_cond_holds_less_scratch_than_select():
                                                 sharding=trainer.batch_sharding)}
         compiled = trainer._train_step_checked.lower(trainer.abstract_state(), batch).compile()
         temps[skip] = compiled.memory_analysis().temp_size_in_bytes
+        moved[skip] = compiled.cost_analysis()["bytes accessed"]
         param_bytes = sum(x.size * x.dtype.itemsize
                           for x in jax.tree.leaves(trainer.abstract_state().params))
-    assert temps["select"] - temps["cond"] >= param_bytes, (temps, param_bytes)
+    assert temps["select"] <= temps["cond"] + 0.1 * param_bytes, (temps, param_bytes)
+    assert moved["select"] < moved["cond"], moved
 
 
 def test_bad_value_names_the_field():

@@ -29,14 +29,15 @@ finite. Inside the jitted step (no host callback), by `config.training.nonfinite
                       recomputes the new leaves inside the reductions and keeps only the Adam
                       direction and the clipped gradients (12-layer model: 0.83 GB). XLA:GPU
                       copies a conditional's predicate to the host (one small wait per step).
-    'select' (default) new = update(state, grads); jnp.where(finite, new, old) per leaf: the whole
-                      new parameters, EMA and Adam moments (4 x the parameter bytes) are scratch
-                      until the flag is known (12-layer d = 768 model, V = 50257, float32: 2.7 GB).
+    'select' (default) where(finite, new, old) per leaf, in as few passes over the parameters
+                      as XLA allows (training/guarded_update.py; with make_optimizer's chain
+                      unwrapped, fused_adamw.py: the flag's reduction recomputes the new leaves,
+                      then each new leaf is written once, nothing held as scratch; 12-layer
+                      d = 768 model, V = 50257, float32: 15.7 GB per step independent of the batch,
+                      26.6 GB with the old jnp.where of a materialised new state).
 
-Both give bit-identical states. 'select' is the default: 'cond' saves memory (the batch-2 step of
-the 12-layer model: 1.80 against 2.89 GB of scratch) but moves more bytes (2.9 GB more per step
-there) and its train step compiles 20-30% longer (1.0-1.5 s more for the tests' small configs),
-and no goal of the issue needed it. `train_step_checked` also returns the step's health {'finite',
+Both give bit-identical states. 'select' is the default ('cond' moves more bytes and its train
+step compiles 20-30% longer). `train_step_checked` also returns the step's health {'finite',
 'loss', 'grad_norm'} for the loop to count such steps (`faults.NonFiniteMonitor`).
 """
 
@@ -55,7 +56,8 @@ from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import methods, sharding
 from discrete_diffusion.metrics import LN2, perplexity, train_metrics_class
-from discrete_diffusion.training.faults import tree_all_finite
+from discrete_diffusion.training.fused_adamw import AdamWHyper
+from discrete_diffusion.training.guarded_update import guarded_update
 from discrete_diffusion.training.optimizer import learning_rate_schedule, make_optimizer
 from discrete_diffusion.training.state import TrainState
 
@@ -85,7 +87,10 @@ class Trainer:
         self.config = config
         tc = config.training
         self.method = methods.get(config, num_classes)
-        self.tx = self.method.optimizer(tc, make_optimizer(tc))
+        base_tx = make_optimizer(tc)
+        self.tx = self.method.optimizer(tc, base_tx)
+        # make_optimizer's chain as it is: the guarded step in fewer passes (fused_adamw.py)
+        self.adamw = AdamWHyper.from_config(tc) if self.tx is base_tx else None
         self.lr_fn = learning_rate_schedule(tc)
         self.accum = int(tc.get("grad_accum_steps", 1))
         self.ema_decay = float(tc.get("ema_decay", 0.0))
@@ -180,18 +185,6 @@ class Trainer:
         aux = {**aux, "metrics": jax.tree.map(mean, aux["metrics"])}
         return mean(loss), aux, jax.tree.map(mean, grads)
 
-    def _update(self, params: Any, ema_params: Any, opt_state: Any, grads: Any):
-        """(params', ema', opt_state'): the optimizer update of `params` by `grads`, then
-        ema' = decay * ema + (1 - decay) * params' (ema' = params' when decay = 0)."""
-        updates, opt_state = self.tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        decay = self.ema_decay
-        if decay > 0:
-            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
-        else:
-            ema = params
-        return params, ema, opt_state
-
     def _train_step_impl(self, state: TrainState, batch: dict):
         key = jax.random.fold_in(state.rng, state.step)
         batch = self.method.prepare(batch, key)
@@ -200,18 +193,10 @@ class Trainer:
         # A non-finite loss or gradient (or an update that overflows a parameter, its EMA or an
         # optimizer moment) is skipped: the old parameters, EMA and optimizer state are kept and
         # only the step counter moves on, so a finite state stays finite.
-        old = (state.params, state.ema_params, state.opt_state)
-        new = self._update(*old, grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_all_finite(new)
-        if self.nonfinite_skip == "cond":
-            # `new` serves only the flag (XLA recomputes its leaves inside the finiteness
-            # reductions rather than keeping them); the branch computes the update again, where
-            # XLA cannot merge it with the first, and writes it into the donated state's buffers.
-            params, ema, opt_state = jax.lax.cond(
-                finite, lambda o, g: self._update(*o, g), lambda o, g: o, old, grads)
-        else:  # 'select': the whole new state is scratch until the flag is known
-            params, ema, opt_state = jax.tree.map(
-                lambda n, o: jnp.where(finite, n, o), new, old)
+        # (training/guarded_update.py: the update, the EMA and the flag in few parameter passes)
+        params, ema, opt_state, finite = guarded_update(
+            self.tx, self.ema_decay, state.params, state.ema_params, state.opt_state, grads,
+            jnp.isfinite(loss) & jnp.isfinite(grad_norm), self.nonfinite_skip, self.adamw)
         new_state = state.replace(
             step=state.step + 1,
             params=params, ema_params=ema, opt_state=opt_state,
