@@ -47,9 +47,25 @@ Printed:
                      dots, elementwise ops and the optimizer update, remat recomputation
                      included) / step time / matmul rate, with XLA's 'bytes accessed' beside it
 
-Use `--matmul_size=0` to skip the matmul measurement. `--attention=default,xla` builds one train
-step per attention implementation and alternates their timed steps in this process (the first
-row is the reference of the printed step-time ratios).
+Roofline (issue 27): the machine's memory bandwidth is measured in the same process, between the
+steps like the matmul, by a jitted x <- 0.5 x + 1 over a float32 array of `--stream_mb` MB (far
+beyond the caches; in place, x donated): bandwidth = 2 * bytes(x) / t (one read, one write).
+Printed per row:
+
+    bytes / bandwidth   XLA's bytes accessed per step / bandwidth: the step's time if it only
+                        moved memory
+    FLOPs / rate        model FLOPs per step / matmul rate: its time if it only multiplied
+    roofline bound      max of the two (a lower bound on the step under this model of the
+                        machine); 'achieved fraction of the roofline bound' = bound / step time
+                        (the goal: at least 85% at the small and the 12-layer shape)
+
+Every figure is printed with the CPU model (/proc/cpuinfo), the device kind and the load average
+(os.getloadavg) at the end of the timed steps: fractions depend on the machine and its load.
+
+Use `--matmul_size=0` to skip the matmul measurement (and the roofline).
+`--attention=default,xla` builds one train step per attention implementation and alternates
+their timed steps in this process (the first row is the reference of the printed step-time
+ratios).
 """
 
 from __future__ import annotations
@@ -80,6 +96,8 @@ flags.DEFINE_float("peak_tflops", None, "Peak dense bf16 TFLOP/s per device (def
 flags.DEFINE_list("matmul_size", ["1024", "2048"],
                   "Square matmul sizes n whose rate 2 n^3 / t is measured (0 = none); the best "
                   "rate is the reference.")
+flags.DEFINE_integer("stream_mb", 512, "MB of the float32 array whose jitted in-place "
+                     "x <- 0.5 x + 1 measures the memory bandwidth (0 = no roofline).")
 flags.DEFINE_integer("matmul_runs", 20, "Timed runs per matmul size (median), spread over "
                      "the steps (at least one after each step).")
 flags.DEFINE_list("attention", None, "config.model.attention_impl values to compare in this "
@@ -117,6 +135,54 @@ def _matmul_fn(n: int, dtype=np.float32):
     f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
     jax.block_until_ready(f(a, b))
     return f, (a, b)
+
+
+class _Stream:
+    """A jitted x <- 0.5 x + 1 over `megabytes` MB of float32, in place (x donated, so no call
+    allocates or first-touches memory): one read and one write of x per call."""
+
+    def __init__(self, megabytes: int):
+        import jax.numpy as jnp
+
+        self.x = jnp.ones((megabytes * (1 << 20) // 4,), jnp.float32)
+        self.bytes = 2 * self.x.size * 4
+        self.f = jax.jit(lambda a: 0.5 * a + 1.0, donate_argnums=0)
+        self()
+
+    def __call__(self) -> float:
+        """Seconds of one call."""
+        t = time.perf_counter()
+        self.x = jax.block_until_ready(self.f(self.x))
+        return time.perf_counter() - t
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; platform.processor() elsewhere) and core count."""
+    import platform
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                        "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def machine_line() -> str:
+    """'cpu: <model>, N cores; load average a, b, c' (the context of every printed figure)."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"cpu: {cpu_model()}; load average {load}"
+
+
+def roofline(step_s: float, model_flops: float, xla_bytes: float, matmul_rate: float,
+             bandwidth: float) -> dict:
+    """The step's lower bound max(FLOPs / matmul rate, bytes / bandwidth) and the fraction of it
+    achieved: {'flops_s', 'bytes_s', 'bound_s', 'fraction'}."""
+    flops_s, bytes_s = model_flops / matmul_rate, xla_bytes / bandwidth
+    bound = max(flops_s, bytes_s)
+    return {"flops_s": flops_s, "bytes_s": bytes_s, "bound_s": bound, "fraction": bound / step_s}
 
 
 def xla_cost(compiled) -> dict:
@@ -214,6 +280,8 @@ def main(argv):
     mm_dtype = np.float32 if config.model.dtype == "float32" else jax.numpy.bfloat16
     matmuls = {n: _matmul_fn(n, mm_dtype) for n in sizes}
     mm_times = {n: [] for n in sizes}
+    stream = _Stream(FLAGS.stream_mb) if FLAGS.stream_mb > 0 and sizes else None
+    stream_times = []
     for _ in range(FLAGS.steps):
         for r in runs:
             t = time.perf_counter()
@@ -225,7 +293,11 @@ def main(argv):
                     t = time.perf_counter()
                     jax.block_until_ready(f(*args))
                     mm_times[n].append(time.perf_counter() - t)
+            if stream:
+                stream_times.append(stream())
+    machine = machine_line()
     rates = {n: 2.0 * n ** 3 / float(np.median(ts)) for n, ts in mm_times.items()}
+    bandwidth = stream.bytes / float(np.median(stream_times)) if stream else None
     best = max(rates.values()) if rates else None
     device = jax.devices()[0]
     tokens = int(config.training.batch_size) * seq_len
@@ -233,7 +305,11 @@ def main(argv):
     if rates:
         print("matmul rate (" + np.dtype(mm_dtype).name + ", jitted, median of "
               f"{len(next(iter(mm_times.values())))}, between the steps): "
-              + ", ".join(f"n={n} {_rate(r)}" for n, r in rates.items()))
+              + ", ".join(f"n={n} {_rate(r)}" for n, r in rates.items()) + f"; {machine}")
+    if bandwidth:
+        print(f"memory bandwidth (jitted x <- 0.5 x + 1 in place, {FLAGS.stream_mb} MB float32, "
+              f"median of "
+              f"{len(stream_times)}, between the steps): {bandwidth / 1e9:.2f} GB/s; {machine}")
     base_step = None
     for r in runs:
         cfg, trainer, state, m = r["config"], r["trainer"], r["state"], r["m"]
@@ -245,7 +321,7 @@ def main(argv):
             state.params, int(dims.num_layers), seq_len, int(dims.d_model))
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
         print(f"\n[attention_impl={r['impl']}] devices={jax.device_count()} ({device.platform}, "
-              f"{device.device_kind}) mesh={dict(trainer.mesh.shape)} dtype={cfg.model.dtype} "
+              f"{device.device_kind}; {machine}) mesh={dict(trainer.mesh.shape)} dtype={cfg.model.dtype} "
               f"remat={cfg.model.get('remat', False)}")
         print(f"params={n_params:,} (matmul {n_matmul:,} per token, {n_cond:,} per sequence) "
               f"layers={dims.num_layers} d={dims.d_model} batch={cfg.training.batch_size} seq_len={seq_len} "
@@ -271,7 +347,16 @@ def main(argv):
                     f"{100 * achieved / best:.1f}%")
             if xla_flops:
                 line += f", XLA FLOPs {100 * xla_flops / step_s / best:.1f}%"
-            print(line)
+            print(line + f" ({cpu_model()})")
+        if best and bandwidth and xla_bytes:
+            roof = roofline(step_s, flops_token * tokens / jax.device_count(), xla_bytes, best,
+                            bandwidth)
+            print(f"roofline: bytes / bandwidth {roof['bytes_s'] * 1e3:.1f} ms ({xla_bytes / 1e9:.4g} "
+                  f"GB at {bandwidth / 1e9:.2f} GB/s), model FLOPs / matmul rate "
+                  f"{roof['flops_s'] * 1e3:.1f} ms; bound {roof['bound_s'] * 1e3:.1f} ms "
+                  f"({'memory' if roof['bytes_s'] > roof['flops_s'] else 'matmul'}-bound)")
+            print(f"achieved fraction of the roofline bound: {100 * roof['fraction']:.1f}% "
+                  f"({machine})")
 
 
 if __name__ == "__main__":
