@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -148,3 +149,17 @@ def test_prepare_script_names_a_bad_jsonl_line_or_skips_it(tmp_path, no_network,
     assert "skipped 2 document" in caplog.text and "empty document" in caplog.text
     ds = prepared.open_prepared("openwebtext", tmp_path / "data")
     assert len(ds.documents("train")) + len(ds.documents("validation")) == len(TEXTS)
+
+
+def test_a_shard_truncated_mid_run_is_named(tmp_path):
+    tok = tl.IntegerTokenizer(50)
+    docs = [list(range(i % 50, 50)) * 4 for i in range(300)]
+    array_records.write_tokenized_dataset(tmp_path / "d", {"train": docs}, tok, docs_per_shard=100)
+    store = array_records.TokenizedDataset(tmp_path / "d").documents("train")
+    shard = tmp_path / "d" / "train-00002.array_record"
+    os.truncate(shard, os.path.getsize(shard) // 3)
+    np.testing.assert_array_equal(store[150], docs[150])  # other shards still read
+    with pytest.raises(array_records.DataFileError, match=f"{shard}: cannot read document 250"):
+        store[250]
+    with pytest.raises(array_records.DataFileError, match=f"{shard}: cannot be opened"):
+        array_records.TokenizedDataset(tmp_path / "d").documents("train")

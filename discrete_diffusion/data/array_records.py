@@ -160,7 +160,13 @@ class DocumentStore:
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"prepared dataset {directory} lacks {missing[:3]}")
-        self._source = grain.sources.ArrayRecordDataSource(paths) if paths else []
+        self._paths = paths
+        try:
+            self._source = grain.sources.ArrayRecordDataSource(paths) if paths else []
+        except Exception as err:  # noqa: BLE001 - whatever array_record raises for a bad shard
+            raise DataFileError(f"{self._locate(-1)}: cannot be opened ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]}); the file is truncated or "
+                                "damaged: prepare the dataset again") from None
         if len(self._source) != len(self.lengths):
             raise ValueError(
                 f"{directory}: split {split!r} has {len(self._source)} records but "
@@ -172,13 +178,44 @@ class DocumentStore:
         return len(self.lengths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        """Document ``i`` as int32 ids; ids ``>= vocab_size`` raise ValueError."""
-        doc = np.frombuffer(self._source[i], dtype=self._dtype).astype(np.int32)
+        """Document ``i`` as int32 ids; ids ``>= vocab_size`` raise ValueError; a shard that
+        cannot be read (truncated or damaged after the dataset was opened) raises
+        `DataFileError` naming the file."""
+        try:
+            raw = self._source[i]
+        except Exception as err:  # noqa: BLE001 - whatever array_record/grain raise
+            raise DataFileError(f"{self._locate(int(i))}: cannot read document {i} of split "
+                                f"{self.split!r} ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]}); the file is truncated or "
+                                "damaged: prepare the dataset again") from None
+        doc = np.frombuffer(raw, dtype=self._dtype).astype(np.int32)
         if doc.size and (doc.max() >= self._vocab_size or doc.min() < 0):
             raise ValueError(
                 f"{self.split} document {i} has token ids outside [0, {self._vocab_size})"
             )
         return doc
+
+
+    def _locate(self, i: int) -> str:
+        """The first shard that cannot be read whole, else the one holding document ``i``."""
+        from array_record.python import array_record_module
+
+        start = 0
+        for path in self._paths:
+            try:
+                reader = array_record_module.ArrayRecordReader(path)
+                n = int(reader.num_records())
+                reader.close()  # array_record reports some damage only here
+            except Exception:  # noqa: BLE001 - this shard is the broken one
+                return path
+            if 0 <= i < start + n:
+                return f"{path} (record {i - start})"
+            start += n
+        return f"one of {self._paths}"
+
+
+class DataFileError(ValueError):
+    """A prepared dataset's file that cannot be read; the message names it."""
 
 
 class TokenizedDataset:
