@@ -151,6 +151,10 @@ def test_time_input_is_validated_and_embeds_sigma():
         config_validation.validate(linear)
     with pytest.raises(ValueError, match="scale_by_sigma=True needs config.model.time_input='sigma'"):
         config_validation.validate(_config(scale_by_sigma=True))
+    uniform = _config(time_input="sigma", scale_by_sigma=True, parameterization="score")
+    uniform.process.name = "uniform"
+    with pytest.raises(ValueError, match="scale_by_sigma=True .* needs config.process.name='masked'"):
+        config_validation.validate(uniform)
     config_validation.validate(_config(time_input="sigma"))
 
     # 'sigma' embeds -log alpha_t unscaled: the same network as 'scaled_t' at t' = sigma / 1000
