@@ -17,6 +17,12 @@ log-likelihood for 'ar', both in bits per token, with standard errors).
 
 --set NAME:a.b=value overrides one field of arm NAME's config (value parsed as the field's type).
 Writes <out>/equal_time.json and <out>/equal_time.png and prints the table.
+
+Text arms of different tokenizers compare in bits per character: a row's `bpc` is its bits per
+token divided by the held-out split's characters per token (`validation_chars /
+validation_tokens` of the data). At the end each arm draws --samples samples with its config's
+sampler and reports their real-word fraction (`evaluation.text_stats.real_words`, against the
+training split's vocabulary), with the held-out text's own as the reference.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Run:
         self.state = self.trainer.init_state(int(self.config.training.seed))
         self.eval_batches = eval_batches
         self.seconds, self.steps, self.curve = 0.0, 0, []
+        info = self.data.info
+        self.chars_per_token = (info["validation_chars"] / info["validation_tokens"]
+                                if info.get("validation_tokens") else None)
         self.step()  # compile outside the clock (counted as a step: the optimizer took it)
 
     def step(self) -> None:
@@ -95,8 +104,27 @@ class Run:
                                    self.data.eval_batches(self.eval_batches), seed=1234)
         row = {"seconds": self.seconds, "steps": self.steps, "bpt": ev["eval_bpt"],
                "se_bpt": ev["eval_se_bpt"]}
+        if self.chars_per_token:
+            row["bpc"] = ev["eval_bpt"] / self.chars_per_token
+            row["se_bpc"] = ev["eval_se_bpt"] / self.chars_per_token
         self.curve.append(row)
         return row
+
+    def sample_words(self, num_samples: int) -> dict:
+        """Real-word fraction of `num_samples` samples of the config's sampler (EMA parameters)."""
+        from discrete_diffusion.data import words
+        from discrete_diffusion.evaluation import text_stats
+
+        vocabulary = self.data.info.get("word_vocabulary")
+        if vocabulary is None:
+            return {}
+        res = self.trainer.generate(self.state.ema_params, jax.random.PRNGKey(4321), num_samples,
+                                    int(self.data.seq_len))
+        texts = [self.data.tokenizer.decode(row.tolist()) for row in np.asarray(res.tokens)]
+        out = text_stats.real_words(texts, vocabulary())
+        out["heldout_real_word_fraction"] = words.heldout_fraction(self.data, vocabulary())
+        out["example"] = texts[0][:160]
+        return out
 
 
 def main(argv: list[str]) -> None:
@@ -109,6 +137,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--eval_every_s", type=float, default=60.0)
     p.add_argument("--eval_batches", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=0,
+                   help="samples per arm at the end for the real-word fraction (0: none)")
     args = p.parse_args(argv)
 
     configs = {}
@@ -139,12 +169,15 @@ def main(argv: list[str]) -> None:
             r.train_for(min(args.chunk_s, next_eval - r.seconds, budget - r.seconds) + 1e-3)
             if r.seconds >= next_eval - 1e-2 or not active(r):
                 row = r.evaluate()
+                bpc = f"  {row['bpc']:.4f} +- {row['se_bpc']:.4f} bits/char" if "bpc" in row else ""
                 print(f"{r.name:10s} {row['seconds']:7.1f} s  step {row['steps']:6d}  "
-                      f"{row['bpt']:.4f} +- {row['se_bpt']:.4f} bits/token", flush=True)
+                      f"{row['bpt']:.4f} +- {row['se_bpt']:.4f} bits/token{bpc}", flush=True)
 
+    words = {r.name: r.sample_words(args.samples) for r in runs} if args.samples else {}
     os.makedirs(args.out, exist_ok=True)
     result = {"minutes": args.minutes, "chunk_s": args.chunk_s, "seed": args.seed,
-              "arms": args.arm, "sets": args.set, "curves": {r.name: r.curve for r in runs}}
+              "arms": args.arm, "sets": args.set, "curves": {r.name: r.curve for r in runs},
+              "real_words": words}
     with open(os.path.join(args.out, "equal_time.json"), "w") as f:
         json.dump(result, f, indent=1)
     print("\nfinal (EMA parameters, held-out bits/token +- SE, steps):")
@@ -152,9 +185,20 @@ def main(argv: list[str]) -> None:
         c = r.curve[-1]
         print(f"  {r.name:10s} {c['bpt']:.4f} +- {c['se_bpt']:.4f}  ({c['steps']} steps, "
               f"{c['seconds']:.0f} s)")
-    base = runs[-1].curve[-1]["bpt"]
+    key = "bpc" if all("bpc" in r.curve[-1] for r in runs) else "bpt"
+    base = runs[-1].curve[-1][key]
     for r in runs[:-1]:
-        print(f"  {r.name} / {runs[-1].name} = {r.curve[-1]['bpt'] / base:.3f}")
+        print(f"  {r.name} / {runs[-1].name} = {r.curve[-1][key] / base:.3f} ({key})")
+    for r in runs:
+        if key == "bpc":
+            c = r.curve[-1]
+            print(f"  {r.name:10s} {c['bpc']:.4f} +- {c['se_bpc']:.4f} bits/char "
+                  f"({r.chars_per_token:.3f} chars/token)")
+        if words.get(r.name):
+            w = words[r.name]
+            print(f"  {r.name:10s} real words {w['real_word_fraction']:.3f} +- "
+                  f"{w['real_word_fraction_se']:.3f} of {w['num_words']:.0f} (held-out text "
+                  f"{w['heldout_real_word_fraction']:.3f}): {w['example']!r}")
     plot(runs, os.path.join(args.out, "equal_time.png"))
 
 
