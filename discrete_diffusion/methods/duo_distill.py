@@ -60,9 +60,15 @@ alpha = T(a) in [0.0062, 0.9987]; by default (gamma_min/max None) the window her
 that alpha range for this K (K = 50257 gives back about [-4, -1]), since the few-step sampler runs
 over the whole of [0, 1].
 
-Deviations from Duo's code (documented choices): its teacher is a deep copy of the backbone and so
-runs in the backbone's mode (train mode, with dropout, during training); ours is evaluated with
-train=False (a deterministic target). Its t is drawn with its own low-discrepancy sampler then
+Deviations from Duo's code (documented choices; docs/duo.md and docs/deviations.md list them):
+(i) initial weights: Duo's distil_owt.sh loads the trained run with `training.finetune_path`
+(Lightning's load_from_checkpoint: the raw backbone weights), and its teacher is a deep copy of
+that backbone; ours start both networks from the run's EMA weights by default (teacher_params=
+'ema', the weights the teacher run samples and evaluates with, so distillation starts from the
+model whose numbers were reported); teacher_params='params' is Duo's choice. (ii) teacher mode:
+Duo's deep copy runs in the backbone's mode (train mode during training, so with its dropout,
+0.1 in Duo's small model: a random target); ours is evaluated with train=False (a deterministic
+target; identical when config.model.dropout = 0). Its t is drawn with its own low-discrepancy sampler then
 clipped as in (3); ours the same rule with this library's stratified shift. Labels (class-
 conditional networks) are passed to both networks without label dropout.
 
