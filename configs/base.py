@@ -148,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.judge = "auto"
     config.eval.num_samples = 32
     config.eval.seed = 0
-    config.eval.frontier = True
+    config.eval.frontier = False  # True: --mode=eval also sweeps the frontier (minutes to hours)
     config.eval.samplers = "auto"  # or comma-separated presets: 'ancestral,psi,first_hitting'
     config.eval.steps = (16, 32, 64, 128)
     config.eval.temperatures = (0.7, 0.8, 0.9, 1.0)

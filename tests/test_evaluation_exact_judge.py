@@ -68,6 +68,10 @@ def test_impossible_transition_gives_infinite_nll():
     r = ej.markov_judge(CHAIN, x)
     assert r["frac_impossible"] == pytest.approx(0.1)
     assert r["nll_per_token"] == math.inf and r["gen_ppl"] == math.inf
+    # the other 9 samples: their mean NLL per token (by hand) and its perplexity
+    rest = ej.sequence_nll(CHAIN, x[1:]) / L
+    assert r["nll_per_token_possible"] == pytest.approx(rest.mean())
+    assert r["gen_ppl_possible"] == pytest.approx(math.exp(rest.mean()))
 
 
 def test_markov_law_and_sample_tv():

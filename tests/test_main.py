@@ -75,7 +75,7 @@ def test_eval_mode_writes_likelihood_samples_and_frontier(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "synthetic"
     sweep = ["--config.eval.num_samples=8", "--config.eval.steps=(2,4)",
              "--config.eval.temperatures=(0.5,1.0)", "--config.eval.top_ps=(1.0,)",
-             "--config.eval.samplers=ancestral,first_hitting"]
+             "--config.eval.samplers=ancestral,first_hitting", "--config.eval.frontier=True"]
     res = _main([*SMALL, "--mode=eval", *sweep], tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())

@@ -23,7 +23,8 @@ noise, mode seeking); a positive one, too diffuse or wrong samples. The gap is
 ``E_q[-log p] / L - H_p / L``, which is *not* a divergence: a sampler can reach gap 0 while being
 wrong (e.g. mixing sharp and diffuse samples), so read it next to a diversity statistic
 (``text_stats``). Samples containing a transition of probability 0 get ``NLL = inf``;
-``frac_impossible`` counts them, and the means become inf.
+``frac_impossible`` counts them, and the means become inf; ``nll_per_token_possible`` and
+``gen_ppl_possible`` are the mean and perplexity of the other samples.
 
 **Enumerable toys** (a law ``p`` over all K^L sequences, as in ``tests/oracle.py``): the total
 variation of the empirical law of N samples, ``TV(p_hat, p) = 1/2 sum_x |p_hat(x) - p(x)|``, is
@@ -86,9 +87,18 @@ def markov_judge(chain: MarkovChain, samples: np.ndarray) -> dict[str, float]:
         "z": gap / se if se > 0 else math.nan,
         "gap_vs_rate": mean - rate,
         "frac_impossible": float(np.mean(~np.isfinite(nll))),
+        **_possible_part(per_token),
         "num_samples": float(N),
         "seq_len": float(L),
     }
+
+
+def _possible_part(per_token: np.ndarray) -> dict[str, float]:
+    """The NLL per token and perplexity of the samples of finite NLL (nan when there is none):
+    with any impossible sample the means above are inf, and these say how the rest fare."""
+    ok = per_token[np.isfinite(per_token)]
+    mean = float(ok.mean()) if ok.size else math.nan
+    return {"nll_per_token_possible": mean, "gen_ppl_possible": math.exp(mean)}
 
 
 def markov_law(chain: MarkovChain, seq_len: int) -> np.ndarray:

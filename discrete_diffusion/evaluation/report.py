@@ -8,7 +8,8 @@
        unigram entropy, distinct-2 and 4-gram repetition; for images, FD-MLP against held-out
        images (a Fréchet distance in the features of an in-project classifier, not an Inception
        FID) with the real-vs-real floor;
-    3. the frontier sweep of `evaluation.frontier` when `config.eval.frontier` and the method
+    3. the frontier sweep of `evaluation.frontier` only when asked (`config.eval.frontier=True`;
+       default False: 36 points scored by the judge take minutes to hours) and the method
        samples with the diffusion samplers (`method.samples_with_config_sampler`).
 
 Writes workdir/eval/summary.json (1 and 2), workdir/eval/samples.txt, and the frontier files; the
@@ -82,8 +83,12 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
         print("[eval] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in summary.items()), flush=True)
 
-    # 3. the frontier
-    if config.eval.get("frontier", True):
+    # 3. the frontier, only when asked (36 points scored by a judge take minutes to hours)
+    if not config.eval.get("frontier", False):
+        print("[eval] frontier not swept (config.eval.frontier=False); pass "
+              "--config.eval.frontier=True, or run python -m discrete_diffusion.evaluation.frontier",
+              flush=True)
+    else:
         if trainer.method.samples_with_config_sampler:
             frontier.frontier_of_state(config, data, trainer, params, out_dir, judge)
         else:
