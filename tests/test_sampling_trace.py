@@ -79,3 +79,16 @@ def test_methods_compiled_samplers_record_too():
     assert traj.states.shape == (int(nfe) + 1, N, L) and np.all(traj.states[0] == K)
     assert jnp.all(traj.states[-1] == tokens_rec)
     assert owner._samplers == {}  # not cached: a later call compiles without the recorder
+
+
+def test_the_recorder_reports_progress_with_an_eta(capsys):
+    rec = trace.Recorder(expected_calls=4, report_every_s=0.0)
+    for i in range(3):  # the clock starts at the first call: lines from the second on
+        rec(np.zeros((N, L), np.int32), np.array([1.0 - i / 4]))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("[samples] sampling: 2/4 network calls (50%) [")
+    assert lines[1].startswith("[samples] sampling: 3/4 network calls (75%) [")
+    silent = trace.Recorder()  # no expected count: no line
+    silent(np.zeros((N, L), np.int32), np.array([1.0]))
+    assert capsys.readouterr().out == ""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import jax
@@ -45,15 +46,34 @@ class Trajectory:
 
 
 class Recorder:
-    """Host-side collector of `(x_t, t)` pairs, in the order the network calls run."""
+    """Host-side collector of `(x_t, t)` pairs, in the order the network calls run.
 
-    def __init__(self) -> None:
+    With `expected_calls` > 0 it also prints a progress line with the ETA
+    (`progress.line('sampling', calls, expected_calls, ...)`) at most every `report_every_s`
+    seconds, so long sampling shows how far it is; an upper bound for samplers that skip calls
+    (masked ancestral sampling calls the network only when a token unmasks)."""
+
+    def __init__(self, expected_calls: int = 0, report_every_s: float = 30.0) -> None:
         self.states: list[np.ndarray] = []
         self.times: list[float] = []
+        self.expected_calls, self.report_every_s = expected_calls, report_every_s
+        self._first = self._last_report = 0.0  # the clock starts at the first call (compiled)
 
     def __call__(self, x_t: np.ndarray, t: np.ndarray) -> None:
         self.states.append(np.asarray(x_t, np.int32).copy())
         self.times.append(float(np.mean(np.asarray(t)[:1])))
+        now = time.perf_counter()
+        if len(self.states) == 1:
+            self._first = self._last_report = now
+        elif self.expected_calls > 0 and now - self._last_report >= self.report_every_s:
+            from discrete_diffusion import progress
+
+            self._last_report = now
+            done = min(len(self.states), self.expected_calls)
+            rate = (len(self.states) - 1) / max(now - self._first, 1e-9)
+            print("[samples] " + progress.line("sampling", done, self.expected_calls,
+                                               now - self._first, unit="network call", rate=rate),
+                  flush=True)
 
     def record(self, x_t: jax.Array, t: jax.Array) -> None:
         """Inside a traced sampler: hand `(x_t, t)` to this recorder when the call runs."""
@@ -66,9 +86,10 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[Recorder]:
-    """Records the trajectory of every sampler built inside the block (see the module docstring)."""
-    recorder = Recorder()
+def recording(expected_calls: int = 0, report_every_s: float = 30.0) -> Iterator[Recorder]:
+    """Records the trajectory of every sampler built inside the block (see the module docstring);
+    `expected_calls` > 0: with a progress line every `report_every_s` seconds (`Recorder`)."""
+    recorder = Recorder(expected_calls, report_every_s)
     token = _ACTIVE.set(recorder)
     try:
         yield recorder

@@ -91,7 +91,9 @@ def sample_and_write(trainer: Trainer, data: Any, params, workdir, step: int,
     n = int(trainer.config.training.get("num_samples", 4))
     key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
     record = jax.process_count() == 1  # a recorder sees this process's arrays only
-    with trace.recording() if record else contextlib.nullcontext() as recorder:
+    sampler = trainer.config.sampler  # network calls to expect, for the progress line
+    calls = int(data.seq_len) if "first_hitting" in sampler.name else int(sampler.num_steps)
+    with trace.recording(calls) if record else contextlib.nullcontext() as recorder:
         res = trainer.generate(params, key, n, int(data.seq_len))
     tokens = sharding.to_host(res.tokens)
     texts = [data.tokenizer.decode(row.tolist()) for row in tokens]
