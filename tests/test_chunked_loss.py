@@ -118,7 +118,8 @@ def test_chunked_method_loss_matches_through_the_network():
 
     ((v0, a0), (v1, a1)), logits, h, projected = run(params)
     assert h.shape == (B, L, plain.model.d_model)
-    np.testing.assert_array_equal(np.asarray(projected), np.asarray(logits))
+    # the same values up to float32 rounding (XLA may fuse the last projection differently)
+    np.testing.assert_allclose(np.asarray(projected), np.asarray(logits), rtol=1e-6, atol=1e-6)
     assert float(v0) > 1e-3
     np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(a1["nelbo"]), np.asarray(a0["nelbo"]), rtol=1e-5,

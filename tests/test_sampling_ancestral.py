@@ -13,6 +13,7 @@ K, L, N = 3, 2, 20_000
 P0 = oracle.toy_law(K, L, seed=1)
 TARGET = P0.reshape(-1)
 FLOOR = oracle.expected_tv_floor(TARGET, N)
+BOUND = oracle.tv_bound(TARGET, N)  # an exact sampler's TV stays below (5 SD)
 
 
 def _config(process, parameterization, bridge="loo_plugin", steps=100, time_conditioning=True,
@@ -41,12 +42,13 @@ def _tv(config, seed=0, n=N):
     ("uniform", "denoiser", "loo_plugin"),        # denoiser network converted to LOO
 ])
 def test_ancestral_reaches_the_noise_floor(process, parameterization, bridge):
-    # Seed 17: the blocked categorical draws from another random stream, and at seed 0
-    # all three uniform cases (which share it) land at 1.53x the floor. The 1.5x threshold fails
-    # for some seeds with either draw: uniform/loo TV / floor over seeds 10-25 was 1.31 +- 0.09
-    # (blocked) and 1.21 +- 0.10 (the former per-class race), 5 and 3 of 16 above 1.5.
+    # The threshold is E[TV] + 5 SD (oracle.tv_bound: 2.5x the floor for these 9 states, where
+    # TV / floor has a standard deviation of 0.3). The former fixed 1.5x was 1.7 SD: at seed 0
+    # all three uniform cases (which share the blocked categorical's stream) landed at 1.53x, and
+    # uniform/loo TV / floor over seeds 10-25 was 1.31 +- 0.09 (blocked) and 1.21 +- 0.10 (the
+    # former per-class race), 5 and 3 of 16 above 1.5. Seed 17 is kept from then.
     tv, nfe = _tv(_config(process, parameterization, bridge), seed=17)
-    assert tv < 1.5 * FLOOR, (tv, FLOOR)
+    assert tv < BOUND, (tv, BOUND, FLOOR)
     assert nfe == 100
 
 
@@ -64,7 +66,7 @@ def test_masked_output_reuse_counts_nfe_and_stays_exact():
     result = dd.generate(jax.random.key(1), model, config, num_samples=1, seq_len=L)
     assert result.nfe <= L + 1
     tv, _ = _tv(config)  # with a large batch it rarely reuses, but stays exact
-    assert tv < 1.5 * FLOOR
+    assert tv < BOUND
 
 
 def test_greedy_final_step_takes_the_denoiser_argmax():

@@ -19,6 +19,7 @@ K, L, N = 3, 2, 20_000
 P0 = oracle.toy_law(K, L, seed=1)
 TARGET = P0.reshape(-1)
 FLOOR = oracle.expected_tv_floor(TARGET, N)
+BOUND = oracle.tv_bound(TARGET, N)  # an exact sampler's TV stays below (5 SD)
 
 
 def _config(process, name, steps, parameterization="denoiser"):
@@ -97,10 +98,10 @@ def test_euler_kernel_is_first_order_in_dt(process):
                                                       ("uniform", "denoiser")])
 def test_tweedie_reaches_the_noise_floor(process, parameterization):
     # Seed 17 as in test_sampling_ancestral.py: with the exact score Tweedie's step is the exact
-    # reverse kernel, and seed 0 lands at 1.53x the floor with the blocked categorical's stream.
+    # reverse kernel; seed 0 landed at 1.53x the floor, above the former fixed 1.5x threshold.
     tv = _tv(process, "score_tweedie", 100, parameterization, seed=17)
     print(f"\nscore_tweedie {process}/{parameterization} 100 steps: TV {tv:.4f}, floor {FLOOR:.4f}")
-    assert tv < 1.5 * FLOOR, (tv, FLOOR)
+    assert tv < BOUND, (tv, BOUND, FLOOR)
 
 
 @pytest.mark.slow  # 1000 sequential steps: ~15 s idle, ~35 s on a loaded 2-core CPU
