@@ -165,14 +165,16 @@ def test_time_input_is_validated_and_embeds_sigma():
     assert net.time_input == "sigma" and default.time_input == "scaled_t" and default.schedule is None
     x = jnp.array([[0, 8, 3, 8], [8, 8, 1, 2]])
     t = jnp.array([0.1, 0.9])
-    params = default.init(jax.random.PRNGKey(0), x, t)["params"]
-    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+    params = jax.jit(default.init)(jax.random.PRNGKey(0), x, t)["params"]
+    rng = np.random.default_rng(1)  # non-zero adaLN and output weights: t reaches the logits
+    params = jax.tree.map(lambda p: np.float32(0.3) * rng.standard_normal(p.shape, np.float32) + p, params)
     sigma = -np.log1p(-(1 - 1e-3) * np.asarray(t, np.float64))
     assert np.allclose(net.schedule.alpha(0.5), schedules.get("loglinear").alpha(0.5))
-    got = net.apply({"params": params}, x, t)
-    want = default.apply({"params": params}, x, jnp.asarray(sigma / 1000.0, jnp.float32))
-    assert _relative_error(np.asarray(got), np.asarray(want)) <= 1e-5
-    assert _relative_error(np.asarray(got), np.asarray(default.apply({"params": params}, x, t))) > 1e-3
+    got = np.asarray(jax.jit(net.apply)({"params": params}, x, t))
+    default_apply = jax.jit(default.apply)
+    want = default_apply({"params": params}, x, jnp.asarray(sigma / 1000.0, jnp.float32))
+    assert _relative_error(got, np.asarray(want)) <= 1e-5
+    assert _relative_error(got, np.asarray(default_apply({"params": params}, x, t))) > 1e-3
 
 
 def _convert_script():
@@ -193,7 +195,8 @@ def test_converted_model_trains_evaluates_and_samples(tmp_path):
             "training.batch_size=8", "training.num_steps=2", "training.log_every=1",
             "training.eval_every=2", "training.eval_batches=1", "training.eval_num_t=2",
             "training.sample_every=0", "training.checkpoint_every=2", "training.num_samples=2",
-            "sampler.num_steps=2", "eval.num_samples=2", "eval.samplers='ancestral,first_hitting,psi'",
+            "sampler.num_steps=2", "eval.num_samples=2", "eval.frontier=True",
+            "eval.samplers='ancestral,first_hitting,psi'",
             "eval.steps=(2,)", "eval.temperatures=(1.0,)", "eval.top_ps=(1.0,)"]
     _convert_script().main([f"--source={MASKED}", "--kind=mdlm", "--time_conditioning=true",
                             f"--workdir={workdir}", *[f"--set={s}" for s in sets]])
