@@ -43,3 +43,21 @@ def test_text_bundles_carry_the_training_splits_vocabulary(tmp_path):
     assert {"alpha", "beta", "gamma", "0", "17"} <= vocab
     assert not vocab & {"heldout", "words", "only"}  # the validation split is not in it
     assert bundle.info["word_vocabulary"]() is vocab  # built once
+
+
+def test_real_word_line_reads_samples_against_heldout_text():
+    from types import SimpleNamespace
+
+    from discrete_diffusion.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_texts(["the king is dead xq"])
+    held = ["the king", "is deax ", "the dead"]  # 2 sequences are read: 3 of 4 words real
+    batches = [{"tokens": np.array([tok.encode(held[0]), tok.encode(held[1])])},
+               {"tokens": np.array([tok.encode(held[2])])}]
+    data = SimpleNamespace(info={"word_vocabulary": lambda: frozenset({"the", "king", "is",
+                                                                        "dead"})},
+                           tokenizer=tok, eval_batches=lambda: iter(batches))
+    assert words.heldout_fraction(data, data.info["word_vocabulary"](), num_sequences=2) == 0.75
+    line = words.real_word_line(data, ["the kinq", "dead dead"])
+    assert line == "real words: 75.0% of 4 (held-out text: 75.0%)"
+    assert words.real_word_line(SimpleNamespace(info={}), ["the"]) is None

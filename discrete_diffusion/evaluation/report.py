@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from discrete_diffusion import sharding, training
+from discrete_diffusion.data import words
 from discrete_diffusion.evaluation import frontier
 from discrete_diffusion.metrics import MetricWriter
 
@@ -70,6 +71,9 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
     summary.update({"sampler": config.sampler.name, "nfe": res.nfe,
                     "judge": frontier.judge_name(config, data)})
     summary.update(frontier.make_stats(data)(tokens, texts))
+    if "real_word_fraction" in summary:  # the reference: held-out text decoded as samples are
+        summary["heldout_real_word_fraction"] = words.heldout_fraction(
+            data, data.info["word_vocabulary"]())
     judge = frontier.make_judge(config, data)
     if judge is not None:
         summary.update(judge(tokens, texts))
