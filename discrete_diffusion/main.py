@@ -73,6 +73,10 @@ def main(argv):
     except training.TrainingStoppedError as err:  # a message, not a traceback; a distinct status
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves on a first one)
+        print(f"interrupted (--mode={FLAGS.mode}); the newest checkpoint in {FLAGS.workdir} is "
+              "unchanged", file=sys.stderr, flush=True)
+        sys.exit(130)
     from discrete_diffusion.training import summary  # why it stopped, final metrics, paths written
 
     if jax.process_index() == 0:

@@ -110,18 +110,35 @@ def test_unreadable_latest_checkpoints_are_set_aside_and_an_older_one_restored(r
     assert train[-1]["step"] == NUM_STEPS + 2
 
 
+def _files(workdir) -> dict[str, bytes]:
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), workdir)] = f.read()
+    return out
+
+
 def test_no_readable_checkpoint_stops_unless_start_fresh(reference, tmp_path):
     workdir = _copy(reference, tmp_path)
-    wider = "--config.model.d_model=64"  # every checkpoint's shapes mismatch this config
-    res = _main(workdir, wider)
+    # another model's config is refused in one line before anything is moved or written: a
+    # mismatch is not corruption (exit 5)
+    before = _files(workdir)
+    res = _main(workdir, "--config.model.d_model=64")
+    assert res.returncode == 5, (res.stdout + res.stderr)[-3000:]
+    assert "model.d_model 32 -> 64" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert _files(workdir) == before
+    for step in (NUM_STEPS - 2, NUM_STEPS - 1, NUM_STEPS):  # damage every checkpoint
+        os.remove(workdir / "checkpoints" / str(step) / "meta" / "metadata")
+    res = _main(workdir)
     assert res.returncode == 4, (res.stdout + res.stderr)[-3000:]
     assert "no readable checkpoint" in res.stderr and "start_fresh_if_unreadable" in res.stderr
     for step in (NUM_STEPS - 2, NUM_STEPS - 1, NUM_STEPS):
-        assert f"checkpoint step {step} cannot be read (shape-mismatch" in res.stdout
+        assert f"checkpoint step {step} cannot be read (" in res.stdout
     assert _steps(workdir) == []
     assert len(os.listdir(workdir / "checkpoints" / "corrupt")) == 3
     # (a second start without the flag stops too: tests/test_training_checkpoints.py)
-    res = _main(workdir, wider, "--config.training.num_steps=2",
+    res = _main(workdir, "--config.training.num_steps=2",
                 "--config.training.start_fresh_if_unreadable=True")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "starting from step 0" in res.stdout and _steps(workdir) == [1, 2]
