@@ -69,6 +69,12 @@ def test_logits_match_the_reference_network(case):
         samples = np.asarray(dd.sample(jax.random.PRNGKey(0), loaded.model_fn, config,
                                        num_samples=2, seq_len=L))
         assert samples.shape == (2, L) and ((samples >= 0) & (samples < K)).all()
+    if case == "sedd_absorb":  # the time shift with per-position times and output_positions
+        t_bl = np.linspace(0.05, 0.95, x_t.size, dtype=np.float32).reshape(x_t.shape)
+        positions = np.array([[1, 5], [0, 7], [3, 3]])
+        full = np.asarray(loaded.model_fn(x_t, t_bl))
+        part = np.asarray(loaded.model_fn(x_t, t_bl, output_positions=positions))
+        assert _relative_error(part, np.take_along_axis(full, positions[..., None], axis=1)) <= 1e-6
     if case == "mdlm_untimed":  # the fold matters: without it the logits are far off
         zero_cond = interop.load(weights, "mdlm", time_conditioning=True)
         assert _relative_error(np.asarray(zero_cond.model_fn(x_t, t)), ref) > 100 * TOL
