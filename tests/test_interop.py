@@ -132,6 +132,10 @@ def test_clear_errors(tmp_path, monkeypatch):
     save_file(bad, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match=r"blocks\.1: attn_qkv \(191, 64\)"):
         interop.load(tmp_path / "bad.safetensors", "mdlm")
+    save_file(dict(weights, **{"cond_map.embedding_table.weight": weights["sigma_map.mlp.0.bias"][None]}),
+              str(tmp_path / "cfg.safetensors"))
+    with pytest.raises(ValueError, match=r"does not know .*\['cond_map.embedding_table.weight'\]"):
+        interop.load(tmp_path / "cfg.safetensors", "udlm")
     with pytest.raises(ValueError, match="contradicts the state_dict's rotary buffer"):
         interop.load(MASKED, "mdlm", num_heads=8)
     with pytest.raises(ValueError, match="output_layer.linear has 33 rows but vocab_embed has 32"):

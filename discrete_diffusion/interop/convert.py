@@ -29,6 +29,12 @@ import re
 import numpy as np
 
 FREQ_DIM = 256
+# Every name of the reference DiT this conversion reads (and the rotary buffer, checked apart)
+KNOWN = re.compile(
+    r"vocab_embed\.embedding|rotary_emb\.inv_freq|sigma_map\.mlp\.[02]\.(weight|bias)"
+    r"|blocks\.\d+\.(norm[12]\.weight|attn_qkv\.weight|attn_out\.weight|mlp\.[02]\.(weight|bias)"
+    r"|adaLN_modulation\.(weight|bias))"
+    r"|output_layer\.(norm_final\.weight|linear\.(weight|bias)|adaLN_modulation\.(weight|bias))")
 
 
 def _req(weights: dict[str, np.ndarray], name: str, dtype: type = np.float32) -> np.ndarray:
@@ -89,6 +95,10 @@ def convert(weights: dict[str, np.ndarray], *, num_heads: int, time_conditioning
     into the adaLN biases (equation (1)) and drop the time MLP. mask_id: the output row to drop
     (masked models), or None.
     """
+    unknown = sorted(k for k in weights if not KNOWN.fullmatch(k))
+    if unknown:
+        raise ValueError(f"parameters the conversion does not know (a class-conditional cond_map, "
+                         f"a causal or other architecture?): {unknown[:8]}")
     sizes = infer_sizes(weights)
     D, C = sizes["d_model"], sizes["cond_dim"]
     if num_heads <= 0 or D % num_heads or (D // num_heads) % 2:
