@@ -97,10 +97,12 @@ def main(argv):
         raise app.UsageError(f"--batch_sizes must be two increasing sizes, got {FLAGS.batch_sizes}")
     config = FLAGS.config
     for skip in FLAGS.nonfinite_skip or [""]:
-        params = _trainer(b1, skip).abstract_state().params
-        pbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+        trainer = _trainer(b1, skip)
+        pbytes = sum(x.size * x.dtype.itemsize
+                     for x in jax.tree.leaves(trainer.abstract_state().params))
         mode = skip or config.training.get("nonfinite_skip", "select")
-        head = (f"layers={config.model.get('num_layers')} size={config.model.size} "
+        dims = trainer.method.model
+        head = (f"layers={dims.num_layers} d={dims.d_model} "
                 f"L={config.data.seq_len} K={FLAGS.random_tokens} dtype={FLAGS.dtype or config.model.dtype} "
                 f"nonfinite_skip={mode}; parameters {pbytes / GB:.3f} GB")
         if FLAGS.update_only:
