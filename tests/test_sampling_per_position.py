@@ -44,9 +44,10 @@ def _uniform_denoiser(x, t):
 
 
 def _tv(tokens) -> tuple[float, float]:
+    """(TV of the samples to P0, the TV an exact sampler stays below: E[TV] + 5 SD)."""
     tokens = np.asarray(tokens)
     tv = oracle.total_variation(oracle.empirical_law(tokens, K), P0.reshape(-1))
-    return tv, oracle.expected_tv_floor(P0.reshape(-1), len(tokens))
+    return tv, oracle.tv_bound(P0.reshape(-1), len(tokens))
 
 
 def pl_prob(w, order) -> float:
@@ -73,8 +74,8 @@ def test_ordered_first_hitting_orders_follow_plackett_luce():
 def test_ordered_first_hitting_with_the_exact_model_is_at_the_tv_floor():
     res = dd.generate(jax.random.key(2), _exact(), _config("ordered_first_hitting"), 8000, L,
                       schedule=schedules.PerTokenPolynomial(W))
-    tv, floor = _tv(res.tokens)
-    assert tv < 1.5 * floor and res.nfe == L, (tv, floor)
+    tv, bound = _tv(res.tokens)
+    assert tv < bound and res.nfe == L, (tv, bound)
 
 
 def test_ordered_first_hitting_keeps_the_prompt_and_skips_its_calls():
@@ -126,8 +127,8 @@ def test_per_position_ancestral_kernel_is_the_closed_form():
 def test_per_position_ancestral_with_the_exact_model_is_at_the_tv_floor():
     res = dd.generate(jax.random.key(6), _exact(), _config("ancestral", num_steps=64), 8000, L,
                       schedule=schedules.PerTokenPolynomial(W))
-    tv, floor = _tv(res.tokens)
-    assert tv < 1.5 * floor, (tv, floor)
+    tv, bound = _tv(res.tokens)
+    assert tv < bound, (tv, bound)
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.35, 1.0])
