@@ -19,24 +19,27 @@ parameter-sized array. XLA on the CPU fuses elementwise work into one loop per o
 not several outputs into one loop (no multi-output fusion), and it keeps a value that two loops
 read (a division, a square root) in memory. `mode`:
 
-'select'   three kinds of loops. (1) the gradient norm (one read of g; clip_by_global_norm's
-           and the caller's norm are one computation). (2) the flag: one reduction per shape of
-           the parameters, over all new leaves of that shape at once, which XLA computes from the
-           old leaves inside the reduction (reads g, p, e and the optimizer's moments once; writes
-           nothing). (3) the new state, recomputed behind an optimization barrier (so XLA cannot
-           reuse (2)'s values and keep them as scratch) and selected leaf by leaf,
+'select'   with `adamw` (the trainer passes it when the method keeps `optimizer.make_optimizer`'s
+           chain as it is): `fused_adamw.guarded_adamw`, the same arithmetic in 19 passes (its
+           module doc). Otherwise (a method's own optimizer, e.g. `optimizer.by_top_level_key`):
+           (1) the gradient norm; (2) the flag, one reduction per shape of the parameters over
+           all new leaves of that shape at once (`fused_adamw.all_finite_by_shape`), which XLA
+           computes from the old leaves inside the reduction; (3) the new state, recomputed
+           behind an optimization barrier (so XLA cannot keep (2)'s values as scratch) and
+           selected leaf by leaf,
                p'' = where(finite, p', p),  s'' = where(finite, s', s),
                e'' = where(finite, d e + (1 - d) p'', e)
-           (the EMA of the selected parameters, which equals e' whenever finite: it reads p''
-           where the new parameters would otherwise be a kept intermediate). A non-finite step
-           leaves every leaf as it was, bit for bit; a finite one gives the values of `apply_update`
-           (the same operations).
+           (the EMA of the selected parameters, equal to e' whenever finite). XLA copies the old
+           moments here (the loop of p'' reads them after s'' overwrote them in place), so this
+           path takes more passes than the fused one.
 'cond'     finite from `apply_update`'s leaves, then lax.cond(finite, apply_update, keep old):
-           the update's arithmetic runs twice in separate computations (the old 'cond' path of the
-           trainer, kept for comparison and for memory-bound runs).
+           the update's arithmetic runs twice in separate computations (the trainer's earlier
+           'cond' path, kept for comparison).
 
-Measured on the 12-layer d = 768, V = 50257 model (benchmarks/train_param_bytes.py, docs/
-benchmarks_perf.md) against the previous 'select' (jnp.where of a materialised new state).
+A non-finite step leaves every leaf as it was, bit for bit, in every mode; a finite one gives the
+values of `apply_update`. Parameter passes of the update alone on the 12-layer d = 768, V = 50257
+model (`benchmarks/train_param_bytes.py --update_only`; docs/benchmarks_perf.md): 'select' 19.25,
+'cond' 20.25, the trainer's earlier 'select' (jnp.where of a materialised new state) 36.
 """
 
 from __future__ import annotations
