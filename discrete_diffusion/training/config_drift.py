@@ -91,7 +91,10 @@ def split(changes: dict[str, tuple[Any, Any]]) -> tuple[dict, dict]:
 
 def describe(changes: dict[str, tuple[Any, Any]]) -> str:
     """'model.d_model 32 -> 64, process.name 'masked' -> 'uniform''."""
-    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    def show(v: Any) -> str:
+        return "unset (the default)" if v is None else repr(v)
+
+    return ", ".join(f"{k} {show(old)} -> {show(new)}" for k, (old, new) in changes.items())
 
 
 def saved_config(workdir: str) -> dict | None:
