@@ -27,6 +27,7 @@ def _changed(**fields):
      ["model.parameterization", "process.schedule"]),
     ({"data__synthetic_vocab_size": 16}, ["data.synthetic_vocab_size"]),
     ({"training__loss": "denoising_ce"}, ["training.loss"]),
+    ({"training__seed": 1}, ["training.seed"]),
 ])
 def test_changes_of_model_method_or_data_are_refused(tmp_path, fields, refused):
     (tmp_path / "config.json").write_text(tiny_config().to_json_best_effort(indent=1))

@@ -34,3 +34,19 @@ def test_orbax_errors_are_shortened_to_one_line(capsys):
     assert "orbax: thread raised: RESOURCE_EXHAUSTED: No space left on device\n" in err
     assert err.count("Traceback") == 2  # the other logger's record and the one after the block
     assert "kept\nas it is" in err and "after the block" in err
+
+
+def test_closed_event_loop_tracebacks_are_dropped_and_counted(capsys):
+    closed = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
+              "RuntimeError: Event loop is closed\n")
+    other = "Traceback (most recent call last):\n  File \"y.py\", line 2, in h\nValueError: kept\n"
+    with quiet_orbax.closed_loop_tracebacks_dropped():
+        for _ in range(5):
+            for part in (closed[:30], closed[30:]):  # written in pieces, as C callbacks do
+                sys.stderr.write(part)
+        sys.stderr.write(other)
+        sys.stderr.write("a plain line\n")
+    err = capsys.readouterr().err
+    assert "Event loop is closed" not in err.replace("'Event loop is closed' tracebacks", "")
+    assert other in err and "a plain line\n" in err
+    assert "(5 'Event loop is closed' tracebacks of orbax's failed save threads not shown)" in err

@@ -10,7 +10,9 @@ either fail to read them (a shape mismatch is not corruption: nothing is set asi
 silently train the old weights under a new objective. Such a change is *refused* at start-up,
 before anything in the workdir is moved or written, with one message listing the changed fields.
 
-Changes people make on purpose are *accepted* and logged: the length of the run, the learning
+A new `training.seed` is refused too: the resumed run keeps the checkpoint's RNG, so the seed
+would be ignored for the noise while it reshuffled the data. Changes people make on purpose are
+*accepted* and logged: the length of the run, the learning
 rate and its schedule, the batch size (the data position is kept in examples, not batches:
 `data.pipeline.TrainIterator`), evaluation, sampling and checkpoint settings, the mesh, and
 runtime-only model switches (remat, attention kernel, logits chunking, dtype, dropout).
@@ -40,7 +42,9 @@ ACCEPTED_FIELDS = frozenset({
     "data.eval_batch_size", "data.eval_max_batches", "data.eval_pad_last", "data.num_threads",
     "data.prefetch", "data.cache_dir", "data.data_dir",
 })
-REFUSED_FIELDS = frozenset({"training.loss"})
+# the objective, and the seed (a resumed run keeps the checkpoint's RNG: a new seed would be
+# silently ignored for the noise and silently change the data order)
+REFUSED_FIELDS = frozenset({"training.loss", "training.seed"})
 
 
 class ConfigDriftError(TrainingStoppedError):
@@ -116,7 +120,7 @@ def check_resume(workdir: str, config: Any, what: str = "resume") -> dict[str, t
     if refused:
         raise ConfigDriftError(
             f"cannot {what} {os.path.abspath(workdir)}: its checkpoints were trained with another "
-            f"model, method or data ({len(refused)} field(s) changed: {describe(refused)}). "
+            f"model, method, data or seed ({len(refused)} field(s) changed: {describe(refused)}). "
             "Nothing in the workdir was changed. Run with the workdir's config "
             f"({os.path.join(os.path.abspath(workdir), CONFIG_FILE)}), or start a new run with "
             "a new --workdir."

@@ -197,7 +197,7 @@ def train_and_evaluate(
         if jax.process_index() == 0:
             lock = workdir_lock.acquire(workdir, log=lambda m: print(m, flush=True))
     try:
-        with quiet_orbax.errors_shortened():
+        with quiet_orbax.errors_shortened(), quiet_orbax.closed_loop_tracebacks_dropped():
             return _train(config, workdir, devices, stop_at, lock)
     finally:
         if lock is not None:
@@ -337,6 +337,13 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
                 avg["steps_per_s"] = steps_since / dt
                 avg["tokens_per_s"] = steps_since * B * L / dt
                 writer.write(step, avg)
+                if mngr is not None and last_saved and last_saved[-1] != resumed:
+                    try:  # a failed asynchronous save is noticed here, not only at the next save
+                        mngr.check_for_errors()
+                    except Exception as err:  # noqa: BLE001
+                        with contextlib.suppress(Exception):  # its other threads end first
+                            mngr.wait_until_finished()
+                        raise _write_error(err, workdir, last_saved[-1]) from None
                 if jax.process_index() == 0:  # the ETA against num_steps and max_train_minutes
                     print("[train] " + progress.line(
                         "progress", step, num_steps, time.time() - t_start, unit="step",
