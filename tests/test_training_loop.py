@@ -233,3 +233,18 @@ def test_data_error_saves_first_and_names_the_data(trained, tmp_path, monkeypatc
     msg = str(err.value)
     assert "synthetic" in msg and "Record key" in msg and f"saved step {STEPS + 3}" in msg
     assert str(STEPS + 3) in os.listdir(wd / "checkpoints")
+
+
+def test_nonfinite_samples_do_not_stop_training(trained, tmp_path, monkeypatch, capsys):
+    from discrete_diffusion.sampling import finite_guard
+
+    wd = _copy(trained, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise finite_guard.NonFiniteSamplingError("sampling: the network output is NaN at t=1.0")
+
+    monkeypatch.setattr(loop, "sample_and_write", broken)
+    state = training.train_and_evaluate(_config(num_steps=STEPS + 1, sample_every=1), str(wd))
+    assert int(state.step) == STEPS + 1 and str(STEPS + 1) in os.listdir(wd / "checkpoints")
+    assert f"[samples] step {STEPS + 1}: none written: sampling: the network output is NaN" in (
+        capsys.readouterr().out)

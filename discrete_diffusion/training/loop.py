@@ -35,6 +35,7 @@ from discrete_diffusion.data import bundle as data_lib
 from discrete_diffusion.data import words
 from discrete_diffusion.metrics import MetricWriter, TrainMetrics, with_derived
 from discrete_diffusion.sampling import trace
+from discrete_diffusion.sampling.finite_guard import NonFiniteSamplingError
 from discrete_diffusion.training import config_drift, quiet_orbax, trace_files, workdir_lock
 from discrete_diffusion.training import workdir as workdir_lib
 from discrete_diffusion.training.checkpoints import (
@@ -356,7 +357,10 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
                     ev["eval_gap"] = ev["eval_nelbo"] - ev["eval_floor"]
                 writer.write(step, ev, prefix="eval")
             if sample_every > 0 and (step % sample_every == 0 or last):
-                sample_and_write(trainer, data, state.ema_params, workdir, step, int(tc.seed))
+                try:
+                    sample_and_write(trainer, data, state.ema_params, workdir, step, int(tc.seed))
+                except NonFiniteSamplingError as err:  # training goes on; the samples are said
+                    print(f"[samples] step {step}: none written: {err}", flush=True)
             stop = _STOP["signal"]  # a signal may have come during eval or sampling
             if mngr is not None and (
                 (ckpt_every > 0 and step % ckpt_every == 0) or last or stop
