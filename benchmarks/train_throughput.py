@@ -2,7 +2,8 @@
 
     python benchmarks/train_throughput.py --config=configs/shakespeare_absorbing.py [--steps=20]
         [--warmup=3] [--mesh=DATA,FSDP,TENSOR] [--dtype=bfloat16] [--remat] [--random_tokens=K]
-        [--peak_tflops=X] [--matmul_size=1024,2048] [--attention=default,xla,blockwise]
+        [--peak_tflops=X] [--matmul_size=1024,2048] [--stream_mb=512]
+        [--attention=default,xla,blockwise]
         [--config.training.batch_size=64 ...]
 
 The step is the library's own jitted, sharded train step (`training.Trainer._train_step_checked`,
