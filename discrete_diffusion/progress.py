@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import tqdm
 
-FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]"
+FORMAT = "{desc}: {n_fmt}/{total_fmt} UNITS ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]"
 
 
 def line(desc: str, done: int, total: int, elapsed_s: float, *, unit: str,
-         rate: float | None = None, budget_s: float = 0.0) -> str:
+         rate: float | None = None, budget_s: float = 0.0, plural: str | None = None) -> str:
     """`desc: done/total units (p%) [elapsed<remaining, rate]`, remaining = (total - done) / rate
-    (rate: units per second, default done / elapsed_s); with `budget_s` > 0 and less time left in
-    it than that, also when the budget ends the work (`budget_s - elapsed_s`)."""
+    (rate: units per second, default done / elapsed_s; `plural`: default unit + 's'); with
+    `budget_s` > 0 and less time left in it than that, also when the budget ends the work
+    (`budget_s - elapsed_s`)."""
     text = tqdm.tqdm.format_meter(done, total, elapsed_s, prefix=desc, unit=unit, rate=rate,
-                                  bar_format=FORMAT)
+                                  bar_format=FORMAT.replace("UNITS", plural or unit + "s"))
     rate = rate if rate else (done / elapsed_s if elapsed_s > 0 else 0.0)
     left = budget_s - elapsed_s
     if budget_s > 0 and rate > 0 and left < (total - done) / rate:

@@ -44,6 +44,7 @@ step compiles 20-30% longer). `train_step_checked` also returns the step's healt
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,7 +55,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from discrete_diffusion import methods, sharding
+from discrete_diffusion import methods, progress, sharding
 from discrete_diffusion.metrics import LN2, perplexity, train_metrics_class
 from discrete_diffusion.training.fused_adamw import AdamWHyper
 from discrete_diffusion.training.guarded_update import guarded_update
@@ -63,6 +64,7 @@ from discrete_diffusion.training.state import TrainState
 
 # How a non-finite step keeps the old state (config.training.nonfinite_skip; see the module doc).
 NONFINITE_SKIP = ("cond", "select")
+EVAL_REPORT_EVERY_S = 30.0  # a held-out evaluation running longer prints a progress line this often
 
 
 def example_batch(seq_len: int, num_labels: int = 0) -> dict[str, jax.Array]:
@@ -255,7 +257,14 @@ class Trainer:
         eval_<name>_se_bpt and eval_<name>_mc_se_bpt from the same sequences."""
         samples: dict[str, list] = {}
         tokens = []
+        total = int(self.config.training.get("eval_batches", 0) or 0)  # at most, for the ETA
+        start = last = time.perf_counter()
         for i, batch in enumerate(batches):
+            now = time.perf_counter()
+            if 0 < i < total and now - last >= EVAL_REPORT_EVERY_S and jax.process_index() == 0:
+                last = now  # long evaluations say how far they are
+                print("[eval] " + progress.line("likelihood", i, total, now - start,
+                                                unit="batch", plural="batches"), flush=True)
             key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
             out = jax.device_get(self._eval_step(params, self.shard_batch(batch), key))
             keep = np.asarray(out["valid"]) > 0
