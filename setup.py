@@ -28,6 +28,7 @@ TRAIN = [
     "absl-py>=2.5.1,<3",
     "tensorboard>=2.21.0,<3",  # TensorFlow-free event files (clu.metric_writers would import TF)
     "safetensors>=0.8.0,<0.9",  # released checkpoints read with its numpy API (interop/)
+    "tqdm>=4.70.1,<5",  # progress lines with an ETA (training, evaluation, frontier, long sampling)
 ]
 # Reading released checkpoints stored as torch pickles (.ckpt/.pt/.bin; interop/): optional
 TORCH = ["torch>=2.14.1,<3"]
