@@ -62,3 +62,14 @@ def test_deliberate_changes_are_accepted_and_kept_in_the_history(tmp_path):
 
 def test_no_saved_config_accepts_anything(tmp_path):
     assert config_drift.check_resume(str(tmp_path), tiny_config()) == {}
+
+
+def test_a_field_one_side_lacks_is_accepted(tmp_path):
+    """A config.json written before the library added a model field still resumes."""
+    saved = json.loads(tiny_config().to_json_best_effort())
+    del saved["model"]["remat"]
+    saved["model"]["retired_field"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    accepted = config_drift.check_resume(str(tmp_path), tiny_config())
+    assert accepted == {"model.remat": (config_drift.MISSING, False),
+                        "model.retired_field": (1, config_drift.MISSING)}

@@ -70,11 +70,15 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+MISSING = "<absent>"  # the side of a field that one config does not have
+
+
 def diff(saved: Any, current: Any) -> dict[str, tuple[Any, Any]]:
-    """{dotted field: (saved value, current value)} for every leaf that differs (a field present
-    on one side only counts as changed, its missing side None)."""
+    """{dotted field: (saved value, current value)} for every leaf that differs; a field present
+    on one side only has MISSING on the other."""
     a, b = _flatten(_plain(saved)), _flatten(_plain(current))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    return {k: (a.get(k, MISSING), b.get(k, MISSING)) for k in sorted(set(a) | set(b))
+            if a.get(k, MISSING) != b.get(k, MISSING)}
 
 
 def is_refused(field: str) -> bool:
@@ -88,8 +92,10 @@ def is_refused(field: str) -> bool:
 
 
 def split(changes: dict[str, tuple[Any, Any]]) -> tuple[dict, dict]:
-    """(refused, accepted) sub-dicts of `changes`."""
-    refused = {k: v for k, v in changes.items() if is_refused(k)}
+    """(refused, accepted) sub-dicts of `changes`. A field that one side lacks is accepted: a
+    field the library added or dropped since the workdir's config was written (a network that
+    really differs still fails to restore, and is then refused without moving anything)."""
+    refused = {k: v for k, v in changes.items() if is_refused(k) and MISSING not in v}
     return refused, {k: v for k, v in changes.items() if k not in refused}
 
 
@@ -144,6 +150,6 @@ def record(workdir: str, config: Any, step: int | None, changes: dict[str, tuple
     os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
 
 
-__all__ = ["ACCEPTED_FIELDS", "CONFIG_FILE", "HISTORY_FILE", "REFUSED_FIELDS", "REFUSED_SECTIONS",
+__all__ = ["ACCEPTED_FIELDS", "CONFIG_FILE", "HISTORY_FILE", "MISSING", "REFUSED_FIELDS", "REFUSED_SECTIONS",
            "ConfigDriftError", "check_resume", "describe", "diff", "is_refused", "record",
            "saved_config", "split"]
