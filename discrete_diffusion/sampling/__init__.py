@@ -71,6 +71,7 @@ from discrete_diffusion.sampling import (
     ancestral,
     categorical,
     compiled,
+    finite_guard,
     first_hitting,
     guidance,
     informed_pc,
@@ -80,7 +81,6 @@ from discrete_diffusion.sampling import (
     trace,
 )
 from discrete_diffusion.sampling import categorical as categorical_lib
-from discrete_diffusion.sampling import finite_guard
 from discrete_diffusion.sampling.categorical import transform_logits
 from discrete_diffusion.sampling.context import Context
 
