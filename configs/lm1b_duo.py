@@ -17,7 +17,4 @@ def get_config():
     config.method.gamma_min = -3.5
     config.method.gamma_max = -1.75
     config.model.parameterization = "loo"
-    # Duo's greedy tail whenever --config.sampler.greedy_final=True (its Greedy-tail numbers,
-    # Tables 6-7): the steps to t = 1e-5, then one extra call and the argmax of the LOO output
-    config.sampler.greedy_form = "duo"
     return config

@@ -38,7 +38,4 @@ def get_config():
     config.training.checkpoint_every = 100
     config.training.sample_every = 500
     config.sampler.num_steps = 8
-    # Duo's greedy tail whenever --config.sampler.greedy_final=True (its Greedy-tail numbers,
-    # Tables 6-7): the steps to t = 1e-5, then one extra call and the argmax of the LOO output
-    config.sampler.greedy_form = "duo"
     return config

@@ -105,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.temperatures = (1.0,)
     config.eval.top_ps = (1.0,)
     config.eval.samplers = "ancestral"
+    config.eval.frontier = True  # the sweep is asked for explicitly (the default eval: NELBO + samples)
     return config
 
 
