@@ -54,10 +54,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+
+from discrete_diffusion import config_fields  # noqa: E402  (parsing the config imports jax)
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Trainer config file.", lock_config=False)
+config_fields.define_config_flag("config", "Trainer config file.", lock_config=False)
 flags.DEFINE_integer("random_tokens", 50257, "Train on uniform random ids in [0, K).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "config.model.dtype.")
 flags.DEFINE_list("batch_sizes", ["2"], "Global batch sizes.")

@@ -31,12 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from discrete_diffusion import config_validation, training  # noqa: E402
+from discrete_diffusion import config_fields, config_validation, training  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Trainer config file.", lock_config=False)
+config_fields.define_config_flag("config", "Trainer config file.", lock_config=False)
 flags.DEFINE_integer("random_tokens", 50257, "Vocabulary size K of the random ids.")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "config.model.dtype.")
 flags.DEFINE_list("batch_sizes", ["1", "2"], "Two global batch sizes.")

@@ -81,12 +81,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from discrete_diffusion import config_validation, sharding, training  # noqa: E402
+from discrete_diffusion import config_fields, config_validation, sharding, training  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Trainer config file.", lock_config=True)
+config_fields.define_config_flag("config", "Trainer config file.", lock_config=True)
 flags.DEFINE_integer("steps", 20, "Timed steps.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps (the first compiles).")
 flags.DEFINE_string("mesh", None, "config.mesh sizes 'data,fsdp,tensor' (-1 = the rest).")

@@ -19,7 +19,9 @@ with a default that base.py leaves out (model.time_input, model.scale_by_sigma).
 
 `define_config_flag` defines `--config=FILE` like ml_collections' `DEFINE_config_file`, but adds
 every declared sampler field the file leaves out at its declared default (`sampling.
-with_declared_fields`), so `--config.sampler.tokens_per_step=2` works from every config, and
+with_declared_fields`), and every field of the method (`MethodBase.config_declared`: the
+method the command line's `--config.method.name` picks, else the file's), so
+`--config.sampler.tokens_per_step=2` and `--config.method.tau_end=0.1` work from every config; it
 refuses an override of an unknown field with the one-line error above.
 """
 
@@ -88,14 +90,42 @@ def check_known_fields(config: Any, factory: Any = None) -> None:
                 raise ValueError(unknown_field_message(section, key, fields))
 
 
-def complete(config: Any) -> Any:
+def complete(config: Any, method_name: str | None = None) -> Any:
     """`config` (an unlocked ConfigDict) with every declared sampler field (`sampling.
-    with_declared_fields`); returns it."""
-    from discrete_diffusion import sampling
+    with_declared_fields`) and every field the method declares (`MethodBase.config_declared`) that
+    it lacks, at the declared default (a typed placeholder where that is None); returns it.
+
+    `method_name` (default `methods.method_name(config)`) picks the method: the command line's
+    `--config.method.name`, which ml_collections applies only after this. A name that does not
+    resolve adds no method fields (validation then names it)."""
+    from ml_collections import config_dict
+
+    from discrete_diffusion import methods, sampling
 
     if config.get("sampler", None) is not None:
         sampling.with_declared_fields(config.sampler)
+    try:
+        factory = methods.factory(method_name or methods.method_name(config))
+    except ValueError:
+        return config
+    for section, fields in (getattr(factory, "config_declared", None) or {}).items():
+        if config.get(section, None) is None:
+            config[section] = config_dict.ConfigDict()
+        node = config[section]
+        for key, (kind, default) in fields.items():
+            if key not in node:
+                node[key] = config_dict.placeholder(kind) if default is None else default
     return config
+
+
+def _method_override(argv: list[str], name: str) -> str | None:
+    """The last `--NAME.method.name=VALUE` of a command line (its value unquoted), or None."""
+    found = None
+    for arg in argv[1:]:
+        match = re.match(rf"^--?{re.escape(name)}\.method\.name=(.*)$", arg)
+        if match:
+            found = match.group(1).strip().strip("'\"")
+    return found
 
 
 def _check_override(config: Any, path: str) -> None:
@@ -126,11 +156,12 @@ def define_config_flag(name: str = "config", help_string: str = "Experiment conf
     class _Parser(ConfigFileFlagParser):
         def parse(self, path: str) -> Any:
             config = super().parse(path)
+            argv = sys.argv if sys_argv is None else sys_argv
             if isinstance(config, config_dict.ConfigDict):
                 with config.unlocked():
-                    complete(config)
+                    complete(config, _method_override(argv, name))
                 pattern = re.compile(rf"^--?(?:no)?{re.escape(name)}\.([^=]+)")
-                for arg in (sys.argv if sys_argv is None else sys_argv)[1:]:
+                for arg in argv[1:]:
                     match = pattern.match(arg)
                     if match:
                         _check_override(config, match.group(1))

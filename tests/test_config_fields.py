@@ -124,3 +124,75 @@ def test_the_library_fields_are_base_py_fields():
     assert set(config_fields.TRAINING_FIELDS) == set(config.training.keys())
     assert set(config_fields.EVAL_FIELDS) == set(config.eval.keys())
     assert set(config_fields.MODEL_FIELDS) == set(config.model.keys()) | {"time_input", "scale_by_sigma"}
+
+
+# A valid value other than the default for every declared method field (per method and field).
+METHOD_OTHER = {
+    ("duo", "curriculum_steps"): 7, ("duo", "tau"): 0.25, ("duo", "tau_end"): 1e-4, ("duo", "top_k"): 3,
+    ("duo", "gamma_min"): -3.0, ("duo", "gamma_max"): -1.5,
+    ("duo_distill", "teacher_workdir"): "/nonexistent/teacher", ("duo_distill", "teacher_params"): "params",
+    ("duo_distill", "round_steps"): 5, ("duo_distill", "delta_init"): 0.25,
+    ("duo_distill", "gamma_min"): -4.0, ("duo_distill", "gamma_max"): -1.0,
+    ("learned_order", "schedule"): "value", ("learned_order", "num_masks"): 4,
+    ("learned_order", "power_init"): 0.5, ("learned_order", "schedule_learning_rate"): 0.25,
+    ("vadd", "encoder_layers"): 2, ("vadd", "latent_dim"): 8, ("vadd", "latent"): "per_trajectory",
+}
+
+
+def test_every_declared_field_of_every_method_is_settable_from_every_config():
+    """--config.method.name=M plus every field M declares (`config_declared`), on every shipped
+    config: each lands with its declared type."""
+    from discrete_diffusion import methods
+
+    declared = {n: methods.factory(n).config_declared for n in methods.NAMES}
+    assert {k for d in declared.values() for s in d.values() for k in s} >= {
+        "curriculum_steps", "tau_end", "round_steps", "num_masks", "encoder_layers", "latent_dim"}
+    for name, sections in declared.items():
+        for fields in sections.values():
+            for key in fields:
+                assert (name, key) in METHOD_OTHER, f"add a valid non-default value of {name}.{key}"
+    for config_file in CONFIGS:
+        for name, sections in declared.items():
+            args = [f"--config.method.name={name}"]
+            for section, fields in sections.items():
+                args += [f"--config.{section}.{k}={METHOD_OTHER[(name, k)]}" for k in fields]
+            config = _parse(config_file, *args)
+            for section, fields in sections.items():
+                for key, (kind, _) in fields.items():
+                    value = config[section][key]
+                    assert value == METHOD_OTHER[(name, key)], (config_file, name, key)
+                    assert type(value) is kind, (config_file, name, key)
+
+
+def test_method_fields_left_out_are_added_at_their_declared_defaults():
+    """A config that leaves a method's fields out gets each at its declared default, and the
+    method built from it is the method built without them (the declaration is what it reads)."""
+    from discrete_diffusion import methods
+
+    config = _parse("owt_absorbing.py", "--config.method.name=learned_order")
+    assert dict(config.method) == {"name": "learned_order", **methods.learned_order.DEFAULTS}
+    config_validation.validate(config)
+    config = _parse("owt_absorbing.py", "--config.method.name=vadd", "--config.model.latent_dim=4")
+    assert config.method.encoder_layers is None and config.sampler.latent == "per_step"
+    config_validation.validate(config)
+    with pytest.raises(ValueError, match=r"config\.model\.latent_dim=None must be an int >= 1"):
+        config_validation.validate(_parse("owt_absorbing.py", "--config.method.name=vadd"))
+
+    from configs import synthetic_uniform
+
+    bare = _parse("synthetic_uniform.py", "--config.method.name=duo", "--config.process.num_classes=16")
+    plain = synthetic_uniform.get_config()  # the same run with config.method = {'name': 'duo'} only
+    with plain.unlocked():
+        plain.method.name = "duo"
+        plain.process.num_classes = 16
+    assert set(bare.method) == set(methods.duo.FIELDS) and set(plain.method) == {"name"}
+    a, b = methods.duo.Duo(bare, 16), methods.duo.Duo(plain, 16)
+    assert (a.tau, a.tau_end, a.top_k, a.curriculum_steps) == (b.tau, b.tau_end, b.top_k, b.curriculum_steps)
+    assert (a.dual.gamma_min, a.dual.gamma_max) == (b.dual.gamma_min, b.dual.gamma_max)
+
+
+def test_an_unknown_method_field_is_refused_with_the_methods_fields():
+    with pytest.raises(flags.IllegalFlagValueError, match=r"config\.method\.tua .*did you mean 'tau'\?"):
+        _parse("owt_absorbing.py", "--config.method.name=duo", "--config.method.tua=0.1")
+    with pytest.raises(flags.IllegalFlagValueError, match=r"config\.method\.tau is not a field"):
+        _parse("owt_absorbing.py", "--config.method.tau=0.1")  # 'diffusion' has no tau

@@ -98,11 +98,17 @@ from discrete_diffusion.methods.diffusion import Diffusion
 
 Array = jax.Array
 
-FIELDS = ("name", "curriculum_steps", "tau", "tau_end", "top_k", "gamma_min", "gamma_max")
+DEFAULT_TAU = 1e-3
+# config.method's fields: (type, default); None defaults are derived in `Duo.__init__`
+# (curriculum_steps: num_steps // 2, gamma_min/max: `default_gamma_window`) or mean 'off'.
+DECLARED: dict[str, tuple[type, Any]] = {
+    "curriculum_steps": (int, None), "tau": (float, DEFAULT_TAU), "tau_end": (float, None),
+    "top_k": (int, None), "gamma_min": (float, None), "gamma_max": (float, None),
+}
+FIELDS = ("name", *DECLARED)
 # The uniform alphas spanned by the curriculum window when gamma_min/max are not given (Duo keeps
 # alpha_t = T(a_t) in about [0.05, 0.95]; its OWT/LM1B gammas give [0.049, 0.945] / [0.049, 0.942]).
 ALPHA_WINDOW = (0.05, 0.95)
-DEFAULT_TAU = 1e-3
 
 
 def gamma_from_alpha_gauss(a: Array) -> Array:
@@ -176,7 +182,7 @@ class Duo(Diffusion):
 
     name = "duo"
     samples_with_config_sampler = True
-    config_fields = {"method": FIELDS}
+    config_declared = {"method": DECLARED}
 
     def __init__(self, config: Any, num_classes: int):
         if config.process.get("name", None) != "uniform":
@@ -329,5 +335,5 @@ class Duo(Diffusion):
     generate = Diffusion.generate
 
 
-__all__ = ["ALPHA_WINDOW", "FIELDS", "Duo", "GaussianDualSchedule", "default_gamma_window",
+__all__ = ["ALPHA_WINDOW", "DECLARED", "FIELDS", "Duo", "GaussianDualSchedule", "default_gamma_window",
            "gamma_from_alpha_gauss"]

@@ -105,12 +105,17 @@ from discrete_diffusion.methods.duo import GaussianDualSchedule, gamma_from_alph
 
 Array = jax.Array
 
-FIELDS = ("name", "teacher_workdir", "teacher_params", "round_steps", "delta_init", "gamma_min",
-          "gamma_max")
 TEACHER_PARAMS = ("ema", "params")
 TEACHER_METHODS = ("duo", "diffusion", "duo_distill")
 DEFAULT_ROUND_STEPS = 10_000
 DEFAULT_DELTA_INIT = 1.0 / 512
+# config.method's fields: (type, default); gamma_min/max None: `default_distill_gamma_window`
+DECLARED: dict[str, tuple[type, Any]] = {
+    "teacher_workdir": (str, None), "teacher_params": (str, TEACHER_PARAMS[0]),
+    "round_steps": (int, DEFAULT_ROUND_STEPS), "delta_init": (float, DEFAULT_DELTA_INIT),
+    "gamma_min": (float, None), "gamma_max": (float, None),
+}
+FIELDS = ("name", *DECLARED)
 # alpha = T(a(gamma)) at gamma = -1 and -4 for K = 50257: Duo's distillation window (see module doc)
 DISTILL_ALPHA_WINDOW = (0.0062, 0.9987)
 
@@ -244,7 +249,7 @@ class DuoDistill(Diffusion):
 
     name = "duo_distill"
     samples_with_config_sampler = True
-    config_fields = {"method": FIELDS}
+    config_declared = {"method": DECLARED}
 
     @staticmethod
     def validate_config(config: Any) -> None:
@@ -390,6 +395,6 @@ class DuoDistill(Diffusion):
     generate = Diffusion.generate
 
 
-__all__ = ["DISTILL_ALPHA_WINDOW", "FIELDS", "DuoDistill", "TeacherRefreshState", "categorical_kl",
-           "default_distill_gamma_window", "delta_at", "load_teacher_network", "pair_times",
+__all__ = ["DECLARED", "DISTILL_ALPHA_WINDOW", "FIELDS", "DuoDistill", "TeacherRefreshState",
+           "categorical_kl", "default_distill_gamma_window", "delta_at", "load_teacher_network", "pair_times",
            "teacher_refresh", "trajectory_pair"]

@@ -340,7 +340,7 @@ class LearnedOrder(MethodBase):
 
     name = "learned_order"
     partition_rules = ((r"(^|/)schedule/theta$", P()),)
-    config_fields = {"method": ("name", *DEFAULTS)}
+    config_declared = {"method": {k: (type(v), v) for k, v in DEFAULTS.items()}}
     samples_with_config_sampler = False
 
     @staticmethod

@@ -254,7 +254,9 @@ class VADD(MethodBase):
     # config.sampler fields this method reads itself (config_validation leaves them out of the
     # validation of the `sampling` package's fields).
     sampler_fields = ("latent",)
-    config_fields = {"method": ("name", "encoder_layers"), "model": ("latent_dim",)}
+    # encoder_layers None: the denoiser's num_layers; latent_dim has no default (validate_config)
+    config_declared = {"method": {"encoder_layers": (int, None)}, "model": {"latent_dim": (int, None)},
+                       "sampler": {"latent": (str, LATENT_MODES[0])}}
 
     def __init__(self, config: Any, num_classes: int):
         self.validate_config(config)
