@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator checks of issue 27 in one run on a single GPU (fits one 10-minute call):
+# The accelerator checks in one run on a single GPU (fits one 10-minute call):
 #   1. MFU of the 12-layer d = 768 model (configs/owt_absorbing.py, V = 50257) in bf16 at
 #      L = 1024 over a batch sweep ($BATCHES), cudnn attention against ours (blockwise),
 #      alternating steps in one process (benchmarks/train_throughput.py; with the roofline);

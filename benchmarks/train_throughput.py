@@ -32,7 +32,7 @@ the time and latent MLPs: N_cond parameters) acts on one vector per sequence and
 The peak is the accelerator's dense bf16 rate (table `PEAK_BF16_TFLOPS` by device kind, or
 `--peak_tflops`); on a CPU none is assumed and MFU is not printed.
 
-Figure of merit on any machine (issue 16): the fraction of the machine's own matmul rate that the
+Figure of merit on any machine: the fraction of the machine's own matmul rate that the
 step achieves, both measured in this process. A jitted square matmul `a @ b` of each
 `--matmul_size` n (fp32, the default; bf16 with `--dtype=bfloat16`) is timed between the timed
 steps (one call or more after every step, `--matmul_runs` in all), so that the two see the same
@@ -48,7 +48,7 @@ Printed:
                      dots, elementwise ops and the optimizer update, remat recomputation
                      included) / step time / matmul rate, with XLA's 'bytes accessed' beside it
 
-Roofline (issue 27): the machine's memory bandwidth is measured in the same process, between the
+Roofline: the machine's memory bandwidth is measured in the same process, between the
 steps like the matmul, by a jitted x <- 0.5 x + 1 over a float32 array of `--stream_mb` MB (far
 beyond the caches; in place, x donated): bandwidth = 2 * bytes(x) / t (one read, one write).
 Printed per row:

@@ -1,5 +1,5 @@
 """The guarded AdamW step of `optimizer.make_optimizer`'s chain, written so that XLA reads and
-writes each parameter-sized array as few times as it can (issue 27).
+writes each parameter-sized array as few times as it can.
 
     hyper = AdamWHyper.from_config(config.training)
     params, ema, opt_state, finite = guarded_adamw(hyper, ema_decay, params, ema, opt_state,
