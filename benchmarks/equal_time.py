@@ -42,6 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/ (and the package, when it is not installed)
 
 from discrete_diffusion import training  # noqa: E402
+from discrete_diffusion.data import bundle as data_lib  # noqa: E402
 
 
 def load_config(path: str):
@@ -104,9 +105,9 @@ class Run:
                                    self.data.eval_batches(self.eval_batches), seed=1234)
         row = {"seconds": self.seconds, "steps": self.steps, "bpt": ev["eval_bpt"],
                "se_bpt": ev["eval_se_bpt"]}
-        if self.chars_per_token:
-            row["bpc"] = ev["eval_bpt"] / self.chars_per_token
-            row["se_bpc"] = ev["eval_se_bpt"] / self.chars_per_token
+        per_char = data_lib.per_character(ev, self.data.info)
+        if per_char:
+            row["bpc"], row["se_bpc"] = per_char["eval_bpc"], per_char["eval_se_bpc"]
         self.curve.append(row)
         return row
 

@@ -15,7 +15,7 @@ from configs import shakespeare_absorbing
 
 
 def get_config():
-    config = shakespeare_absorbing.batch32_training(shakespeare_absorbing.get_config())
+    config = shakespeare_absorbing.character_baseline()
     config.method.name = "learned_order"
     config.method.schedule = "position"  # 'position' | 'value' (GenMD4)
     config.method.num_masks = 2

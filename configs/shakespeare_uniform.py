@@ -4,7 +4,7 @@ from configs import shakespeare_absorbing
 
 
 def get_config():
-    config = shakespeare_absorbing.batch32_training(shakespeare_absorbing.get_config())
+    config = shakespeare_absorbing.character_baseline()
     config.process.name = "uniform"
     config.model.time_conditioning = True
     config.sampler.name = "ancestral"  # first-hitting is for masked diffusion only

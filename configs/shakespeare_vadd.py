@@ -13,7 +13,7 @@ from configs import shakespeare_absorbing
 
 
 def get_config():
-    config = shakespeare_absorbing.batch32_training(shakespeare_absorbing.get_config())
+    config = shakespeare_absorbing.character_baseline()
     config.method.name = "vadd"
     config.method.encoder_layers = 2  # the recognition transformer (width and heads: the model's)
     config.model.latent_dim = 16

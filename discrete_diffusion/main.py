@@ -80,7 +80,8 @@ def main(argv):
     from discrete_diffusion.training import summary  # why it stopped, final metrics, paths written
 
     if jax.process_index() == 0:
-        print(summary.summary(FLAGS.workdir, FLAGS.mode, config), flush=True)
+        reason = training.loop.last_stop_reason() if FLAGS.mode == "train" else None
+        print(summary.summary(FLAGS.workdir, FLAGS.mode, config, reason), flush=True)
 
 
 def run() -> None:

@@ -106,6 +106,24 @@ def test_local_folder_sentencepiece_pad(text_folder, tmp_path):
     assert b.tokenizer.decode(row).startswith(TEXTS[48][:20])
 
 
+def test_per_character_divides_bits_per_token_by_characters_per_token(text_folder, tmp_path):
+    """eval_bpc = eval_bpt * validation_tokens / validation_chars: equal to bits per token for
+    characters (every character one token), smaller for BPE (several characters per token)."""
+    ev = {"eval_bpt": 6.0, "eval_se_bpt": 0.3}
+    char = get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=24,
+                           eval_fraction=0.2))
+    assert char.info["validation_chars"] == char.info["validation_tokens"]
+    assert dd.per_character(ev, char.info) == {"eval_bpc": 6.0, "eval_se_bpc": 0.3}
+    bpe = get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=24,
+                          tokenizer="sentencepiece", vocab_size=60, cache_dir=str(tmp_path),
+                          eval_fraction=0.2))
+    ratio = bpe.info["validation_tokens"] / bpe.info["validation_chars"]
+    assert ratio < 0.7  # a BPE of 60 pieces on this text: well over one character per token
+    out = dd.per_character(ev, bpe.info)
+    assert out["eval_bpc"] == pytest.approx(6.0 * ratio) and out["eval_se_bpc"] == pytest.approx(0.3 * ratio)
+    assert dd.per_character(ev, get(make_config(name="synthetic", seq_len=8)).info) == {}  # no text
+
+
 def test_local_folder_char_pack(text_folder):
     b = get(make_config(name="local", data_dir=str(text_folder), text_field="body", seq_len=16))
     assert next(b.train_iter)["tokens"].shape == (8, 16)

@@ -72,6 +72,28 @@ def test_text_trace_html_and_png_show_every_step_and_the_final_tokens(tmp_path):
     assert corner(3, 2) == tf.REVEALED_RGB and corner(3, 1) == (255, 255, 255)
 
 
+def test_png_cells_widen_for_multi_character_tokens(tmp_path):
+    """BPE pieces: a cell holds the longest shown token's characters (at most MAX_CELL_CHARS), so
+    the PNG is wider by CHAR_W per further character; the HTML shows whole pieces."""
+    pieces = ["\nAnd", " ", " the", " king", "Sir", "o"]  # ids 0..K-1 of text_trajectory
+    tok = types.SimpleNamespace(decode=lambda ids: "".join(pieces[i] for i in ids))
+    data = types.SimpleNamespace(info={"name": "local"}, num_classes=K, tokenizer=tok)
+    traj = text_trajectory()
+    rows, _ = tf.step_rows(traj)
+    chars = tf.cell_chars(rows, pieces)
+    assert chars == min(tf.MAX_CELL_CHARS, max(len(pieces[v]) for v in np.unique(rows) if v < K)) > 1
+    paths = tf.write(traj, data, str(tmp_path), "bpe")
+    image = np.asarray(Image.open(paths[1]).convert("RGB"))
+    cell_w = tf.CELL_W + tf.CHAR_W * (chars - 1)
+    assert image.shape == (len(rows) * tf.CELL_H, tf.LABEL_W + rows.shape[1] * cell_w, 3)
+    with open(paths[0], encoding="utf-8") as f:
+        page = Rows()
+        page.feed(f.read())
+    final = "".join(pieces[v] for v in traj.states[-1, 0].tolist()).replace("\n", tf.SHOWN["\n"])
+    assert page.rows[-1] == final  # whole pieces, newline shown
+    assert tf.cell_chars(np.array([[0, 1]]), ["a", "b"]) == 1  # characters: one-character cells
+
+
 def test_image_grid_and_points_strip(tmp_path):
     states = np.array([[[2, 2, 2, 2, 2, 2]], [[1, 2, 0, 2, 2, 1]], [[1, 0, 0, 1, 0, 1]]])  # K = 2
     path = tf.write_image_grid(str(tmp_path / "g.png"), Trajectory(states, np.zeros(3)), (2, 3), 2,

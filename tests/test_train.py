@@ -153,3 +153,9 @@ def test_time_budget_stops_training_with_eval_and_checkpoint(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "eval" and r["step"] == int(state.step) for r in rows)
     assert os.path.isdir(tmp_path / "checkpoints" / str(int(state.step)))
+    # the end-of-run summary says why it stopped, in words (main.py prints it)
+    from discrete_diffusion.training import summary
+
+    assert training.loop.last_stop_reason().startswith("config.training.max_train_minutes=0.05 reached")
+    assert f"at step {int(state.step)}: config.training.max_train_minutes=0.05 reached" in summary.summary(
+        str(tmp_path), "train", config, training.loop.last_stop_reason())

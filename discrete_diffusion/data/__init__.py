@@ -6,7 +6,7 @@ belongs to the process, never to a tokenizer.
 """
 
 from discrete_diffusion.data.array_records import TokenizedDataset, write_tokenized_dataset
-from discrete_diffusion.data.bundle import DATASETS, DataBundle, default_data_config, get_data
+from discrete_diffusion.data.bundle import DATASETS, DataBundle, default_data_config, get_data, per_character
 from discrete_diffusion.data.synthetic import MarkovChain
 from discrete_diffusion.data.tokenizers import (
     CharTokenizer,
@@ -26,5 +26,6 @@ __all__ = [
     "Tokenizer",
     "default_data_config",
     "get_data",
+    "per_character",
     "write_tokenized_dataset",
 ]

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from discrete_diffusion import sharding, training
+from discrete_diffusion.data import bundle as data_lib
 from discrete_diffusion.data import words
 from discrete_diffusion.evaluation import frontier
 from discrete_diffusion.metrics import MetricWriter
@@ -57,6 +58,7 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, Any]:
     # 1. likelihood
     ev = trainer.evaluate(params, data.eval_batches(int(config.training.eval_batches)),
                       int(config.training.seed))
+    ev.update(data_lib.per_character(ev, data.info))  # text: bits per character
     writer = MetricWriter(workdir)
     writer.write(step, ev, prefix="eval")
     writer.close()

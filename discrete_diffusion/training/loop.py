@@ -113,6 +113,15 @@ def sample_and_write(trainer: Trainer, data: Any, params, workdir, step: int,
 
 
 _STOP: dict[str, Any] = {"signal": None}
+# Why the last `train_and_evaluate` of this process ended before num_steps (None: it did not),
+# for the end-of-run summary (`training.summary`).
+_ENDED: dict[str, str | None] = {"reason": None}
+
+
+def last_stop_reason() -> str | None:
+    """Why this process's last training run stopped before config.training.num_steps: a stop
+    signal, max_train_minutes or `stop_at`, in words; None when it ran to num_steps."""
+    return _ENDED["reason"]
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 
@@ -207,6 +216,7 @@ def train_and_evaluate(
 
 def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int | None,
            lock: Any) -> TrainState:
+    _ENDED["reason"] = None
     config, data, trainer = setup(config, devices)
     tc = config.training
     changes = _resume_fields(config, workdir)  # reads only: nothing is moved or written before
@@ -352,6 +362,7 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
                 pending, t_last, steps_since = None, time.time(), 0
             if eval_every > 0 and (step % eval_every == 0 or last):
                 ev = trainer.evaluate(state.ema_params, data.eval_batches(int(tc.eval_batches)), int(tc.seed))
+                ev.update(data_lib.per_character(ev, data.info))  # text: bits per character
                 if "entropy_rate" in data.info:  # gap to the exact floor H(x_1:L)/L
                     ev["eval_floor"] = float(data.info["sequence_entropy"]) / int(data.seq_len)
                     ev["eval_gap"] = ev["eval_nelbo"] - ev["eval_floor"]
@@ -369,6 +380,7 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
             if stop_at is not None and step >= stop_at and not stop:
                 if mngr is not None and not (ckpt_every > 0 and step % ckpt_every == 0):
                     checkpoint()
+                _ENDED["reason"] = f"stopped at step {stop_at} as asked (stop_at)"
                 break
             if stop:
                 if last_saved and last_saved[-1] == step or mngr is None:
@@ -376,9 +388,12 @@ def _train(config: Any, workdir: str | None, devices: list | None, stop_at: int 
                 else:
                     print(f"{stop} at step {step} (not saved: the step was not finite; the last "
                           f"good checkpoint is {last_good_checkpoint()}), exiting", flush=True)
+                _ENDED["reason"] = f"{stop} received; rerun the same command to continue"
                 break
             if out_of_time:
                 print(f"config.training.max_train_minutes reached at step {step}", flush=True)
+                _ENDED["reason"] = (f"config.training.max_train_minutes={tc.max_train_minutes} "
+                                    "reached; rerun the same command to train that long again")
                 break
             if step == first_step + 1:
                 t_last, steps_since = time.time(), 0  # exclude compilation from throughput

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-_METRICS = ("loss", "nelbo", "bpt", "eval_bpt", "eval_nelbo", "gen_ppl")
+_METRICS = ("loss", "nelbo", "bpt", "eval_bpt", "eval_bpc", "eval_nelbo", "gen_ppl")
 
 
 def _last_metrics(workdir: str) -> dict[str, dict[str, Any]]:
@@ -38,22 +38,26 @@ def _files(path: str) -> list[str]:
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
-def stop_reason(step: int, num_steps: int) -> str:
-    """Why training ended at `step` (the loop prints the early-stop cause above the summary)."""
+def stop_reason(step: int, num_steps: int, reason: str | None = None) -> str:
+    """Why training ended at `step`: num_steps reached, else `reason` (`loop.last_stop_reason`:
+    a stop signal, max_train_minutes, stop_at) when the loop gave one."""
     if step >= num_steps:
         return f"config.training.num_steps={num_steps} reached"
+    if reason:
+        return reason
     return ("stopped early (a stop signal, config.training.max_train_minutes or non-finite steps: "
             "see the lines above); rerun the same command to continue")
 
 
-def summary(workdir: str, mode: str, config: Any) -> str:
-    """The end-of-run lines for `--mode=mode` (train, eval, sample) of `workdir` (module doc)."""
+def summary(workdir: str, mode: str, config: Any, reason: str | None = None) -> str:
+    """The end-of-run lines for `--mode=mode` (train, eval, sample) of `workdir` (module doc);
+    `reason`: why training stopped early, if it did (`stop_reason`)."""
     last = _last_metrics(workdir)
     ckpts = sorted(int(n) for n in _files(os.path.join(workdir, "checkpoints")) if n.isdigit())
     step = ckpts[-1] if ckpts else int(last.get("train", {}).get("step", 0))
     lines = [f"done: --mode={mode} of {workdir} at step {step}"]
     if mode == "train":
-        lines[0] += ": " + stop_reason(step, int(config.training.num_steps))
+        lines[0] += ": " + stop_reason(step, int(config.training.num_steps), reason)
     shown = [f"{kind} {k} {row[k]:.4g} (step {row.get('step')})" for kind, row in sorted(last.items())
              for k in _METRICS if isinstance(row.get(k), (int, float))]
     if shown and mode in ("train", "eval"):

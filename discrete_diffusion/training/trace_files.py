@@ -28,7 +28,8 @@ import numpy as np
 
 from discrete_diffusion.sampling.trace import Trajectory
 
-CELL_W, CELL_H, LABEL_W = 8, 14, 96
+CELL_W, CELL_H, LABEL_W = 8, 14, 96  # a one-character cell
+CHAR_W, MAX_CELL_CHARS = 6, 4  # a cell of c characters is CHAR_W * c + 2 pixels wide, c <= 4
 MASK_RGB, REVEALED_RGB, CHANGED_RGB = (170, 170, 170), (200, 245, 195), (255, 180, 80)
 NEWLINE_RGB = (70, 110, 230)
 SHOWN = {"\n": "\u21b5", "\t": "\u2192", "\r": "\u21a4"}  # drawn for characters without a glyph
@@ -91,15 +92,24 @@ def write_text_html(path: str, rows: np.ndarray, times: np.ndarray, tokens: Sequ
     return path
 
 
+def cell_chars(rows: np.ndarray, tokens: Sequence[str]) -> int:
+    """Characters per PNG cell: the longest token shown in `rows` (1 for characters; several for
+    BPE pieces), at most MAX_CELL_CHARS; a longer token shows its first ones."""
+    shown = [len(tokens[v]) for v in np.unique(rows).tolist() if v < len(tokens)]
+    return max(1, min(MAX_CELL_CHARS, max(shown, default=1)))
+
+
 def write_text_png(path: str, rows: np.ndarray, times: np.ndarray, tokens: Sequence[str]) -> str:
-    """The PNG of `rows` [R, L]: a CELL_W x CELL_H cell per position (first character of its
-    token; a newline or tab as a blue bar), coloured as in the HTML page, the step's time at the
-    left."""
+    """The PNG of `rows` [R, L]: a cell of `cell_chars` characters per position (CELL_W wide for
+    one character, CHAR_W more per further one; a token's leading newline or tab as a blue bar),
+    coloured as in the HTML page, the step's time at the left."""
     from PIL import Image, ImageDraw, ImageFont
 
     kinds = cell_classes(rows, len(tokens))
     R, L = rows.shape
-    image = Image.new("RGB", (LABEL_W + L * CELL_W, R * CELL_H), "white")
+    chars = cell_chars(rows, tokens)
+    cell_w = CELL_W + CHAR_W * (chars - 1)
+    image = Image.new("RGB", (LABEL_W + L * cell_w, R * CELL_H), "white")
     draw, font = ImageDraw.Draw(image), ImageFont.load_default()
     fill = {1: MASK_RGB, 2: REVEALED_RGB, 3: CHANGED_RGB}
     for r in range(R):
@@ -107,14 +117,19 @@ def write_text_png(path: str, rows: np.ndarray, times: np.ndarray, tokens: Seque
         label = "final" if r == R - 1 else f"{r + 1} t={times[r]:.3f}"
         draw.text((2, y), label, fill=(110, 110, 110), font=font)
         for i, (v, k) in enumerate(zip(rows[r].tolist(), kinds[r].tolist(), strict=True)):
-            x = LABEL_W + i * CELL_W
+            x = LABEL_W + i * cell_w
             if k:
-                draw.rectangle((x, y, x + CELL_W - 1, y + CELL_H - 1), fill=fill[k])
-            if k != 1 and tokens[v][:1] in SHOWN:  # no glyph in the bitmap font: a blue bar
-                draw.rectangle((x + 1, y + CELL_H - 4, x + CELL_W - 2, y + CELL_H - 2),
+                draw.rectangle((x, y, x + cell_w - 1, y + CELL_H - 1), fill=fill[k])
+            if k == 1:
+                continue
+            text = tokens[v]
+            if text[:1] in SHOWN:  # no glyph in the bitmap font: a blue bar
+                draw.rectangle((x + 1, y + CELL_H - 4, x + cell_w - 2, y + CELL_H - 2),
                                fill=NEWLINE_RGB)
-            elif k != 1:
-                draw.text((x + 1, y), tokens[v][:1], fill="black", font=font)
+                text = text.lstrip("".join(SHOWN))
+            text = "".join(" " if c in SHOWN else c for c in text[:chars])
+            if text.strip():
+                draw.text((x + 1, y), text, fill="black", font=font)
     image.save(path)
     return path
 
