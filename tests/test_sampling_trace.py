@@ -53,7 +53,7 @@ def masked_model(x_t, t):
 def test_first_hitting_reveals_one_token_per_call_and_only_a_recording_records():
     cfg = config("masked", "first_hitting")
     plain = dd.generate(jax.random.PRNGKey(1), masked_model, cfg, N, L)  # compiled and cached
-    result, traj = recorded(cfg, masked_model)  # compiles its own sampler, with the recorder
+    result, traj = recorded(cfg, masked_model)  # its own sampler, with the trace callback
     np.testing.assert_array_equal(traj.states[-1], result.tokens)
     np.testing.assert_array_equal(plain.tokens, result.tokens)
     masked = (traj.states == K).sum(-1)  # [S + 1, N]
@@ -73,12 +73,23 @@ def test_methods_compiled_samplers_record_too():
         return (lambda x_t, t: params[x_t]), key
 
     with trace.recording() as rec:
-        tokens_rec, nfe = methods_base.compiled_sampler(owner, cfg, N, L, network)(
-            TABLE, jax.random.PRNGKey(2))
+        fn = methods_base.compiled_sampler(owner, cfg, N, L, network)
+        tokens_rec, nfe = fn(TABLE, jax.random.PRNGKey(2))
     traj = rec.trajectory(tokens_rec)
     assert traj.states.shape == (int(nfe) + 1, N, L) and np.all(traj.states[0] == K)
     assert jnp.all(traj.states[-1] == tokens_rec)
-    assert owner._samplers == {}  # not cached: a later call compiles without the recorder
+    # cached apart from the plain sampler: a second recording reuses it (no new compile) and
+    # gets its own trajectory; outside a recording the plain sampler is a different program
+    assert [k[-1] for k in owner._samplers] == [True]
+    with trace.recording() as rec2:
+        again = methods_base.compiled_sampler(owner, cfg, N, L, network)
+        tokens2, nfe2 = again(TABLE, jax.random.PRNGKey(3))
+    assert again is fn and rec2.trajectory(tokens2).states.shape == (int(nfe2) + 1, N, L)
+    assert len(rec.states) == int(nfe)  # the first recording got nothing of the second run
+    plain = methods_base.compiled_sampler(owner, cfg, N, L, network)
+    assert plain is not fn and sorted(k[-1] for k in owner._samplers) == [False, True]
+    fn(TABLE, jax.random.PRNGKey(4))  # the recording program run with no recording open: dropped
+    assert len(rec2.states) == int(nfe2)
 
 
 def test_the_recorder_reports_progress_with_an_eta(capsys):

@@ -148,9 +148,9 @@ def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
 
     cache = owner.__dict__.setdefault("_samplers", {})
     section = json.dumps(config.sampler.to_dict(), sort_keys=True, default=str)
-    cache_key = (section, variant, num_samples, seq_len)
-    recording = sampling.trace.active() is not None  # a recorded sampler is never cached
-    fn = None if recording else cache.get(cache_key)
+    recording = sampling.trace.active() is not None  # compiled with the trace callback in it
+    cache_key = (section, variant, num_samples, seq_len, recording)
+    fn = cache.get(cache_key)
     if fn is None:
         sampling.make_context(None, config, num_samples, seq_len)  # config errors now
 
@@ -160,9 +160,7 @@ def compiled_sampler(owner: Any, config: Any, num_samples: int, seq_len: int,
             ctx = sampling.make_context(model_fn, config, num_samples, seq_len, schedule=sched)
             return sampling.SAMPLERS[ctx.settings["name"]].run(sampler_key, ctx)
 
-        fn = jax.jit(run)
-        if not recording:
-            cache[cache_key] = fn
+        fn = cache[cache_key] = jax.jit(run)
     return fn
 
 

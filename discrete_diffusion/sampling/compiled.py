@@ -24,9 +24,10 @@ a constant at its first call:
     that state as it was at its first call; pass such state as `params` (or `clear()` the cache).
 Every network output inside the compiled sampler is checked for NaN / +inf / all -inf rows
 (`finite_guard`: checkify, threaded through the loops; `NonFiniteSamplingError` naming t at the
-end, no host callback). Not cached (compiled per call, as before): a schedule holding arrays
-(a learned per-position schedule), a guided context, or a model_fn that cannot be weakly
-referenced.
+end, no host callback). A sampler built inside `trace.recording()` is cached apart (its trace
+callback reaches whichever recording is open when it runs). Not cached (compiled per call, as
+before): a schedule holding arrays (a learned per-position schedule), a guided context, or a
+model_fn that cannot be weakly referenced.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def _weak(model_fn: Callable) -> weakref.ref | None:
 
 def _config_key(ctx: Context) -> tuple | None:
     """What the compiled sampler depends on besides the model_fn; None if not hashable."""
-    if ctx.guide is not None or ctx.recorder is not None:
+    if ctx.guide is not None:
         return None
     key = (ctx.proc, ctx.parameterization, json.dumps(ctx.settings, sort_keys=True, default=repr),
-           ctx.num_samples, ctx.seq_len, ctx.time_conditioning, ctx.prompt_mask is None)
+           ctx.num_samples, ctx.seq_len, ctx.time_conditioning, ctx.prompt_mask is None,
+           ctx.recorder is not None)  # a recording sampler (trace.py) is its own program
     try:
         hash(key)
     except TypeError:  # e.g. a schedule holding arrays

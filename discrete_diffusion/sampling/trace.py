@@ -16,9 +16,13 @@ uniform, Psi or corrector step replaced one token by another) in between.
         result = dd.generate(key, model_fn, config, N, L)
     trajectory = rec.trajectory(result.tokens)   # .states int32 [S + 1, N, L], .times [S + 1]
 
-A sampler built while recording is compiled for that call only: the recorder is part of no
-compile cache (`sampling/compiled.py`, `methods.base.compiled_sampler`), and a sampler compiled
-without it records nothing.
+A sampler built while recording is compiled with the callback in it, and cached apart from the
+one built without (`sampling/compiled.py`, `methods.base.compiled_sampler`: the key says whether
+it records), so the training loop's periodic traced samples compile once. The callback reaches
+the recorder of the innermost `recording()` active when the program *runs* (`_deliver`; callbacks
+run on the runtime's thread, so a module-level stack, not a context variable, holds them): a
+recording program run outside any `recording()` delivers nothing, and a sampler compiled without
+the callback records nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ import jax
 import numpy as np
 
 _ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("recorder", default=None)
+_RUNNING: list[Recorder] = []  # the recorders of the open recording() blocks, innermost last
+
+
+def _deliver(x_t: np.ndarray, t: np.ndarray) -> None:
+    """The host callback of every recording sampler: to the innermost open recording, if any."""
+    if _RUNNING:
+        _RUNNING[-1](x_t, t)
 
 
 @dataclasses.dataclass
@@ -76,8 +87,9 @@ class Recorder:
                   flush=True)
 
     def record(self, x_t: jax.Array, t: jax.Array) -> None:
-        """Inside a traced sampler: hand `(x_t, t)` to this recorder when the call runs."""
-        jax.debug.callback(self, x_t, t, ordered=True)
+        """Inside a traced sampler: hand `(x_t, t)`, when the call runs, to the recorder of the
+        innermost recording open then (`_deliver`; this one while its block is open)."""
+        jax.debug.callback(_deliver, x_t, t, ordered=True)
 
     def trajectory(self, tokens: jax.Array | np.ndarray) -> Trajectory:
         """The recorded states followed by the final `tokens` [N, L]."""
@@ -91,10 +103,12 @@ def recording(expected_calls: int = 0, report_every_s: float = 30.0) -> Iterator
     `expected_calls` > 0: with a progress line every `report_every_s` seconds (`Recorder`)."""
     recorder = Recorder(expected_calls, report_every_s)
     token = _ACTIVE.set(recorder)
+    _RUNNING.append(recorder)
     try:
         yield recorder
     finally:
         _ACTIVE.reset(token)
+        _RUNNING.remove(recorder)
 
 
 def active() -> Recorder | None:
