@@ -84,16 +84,21 @@ class MethodBase:
     # Their types and defaults, {section: {field: (type, default)}}: the one declaration of each.
     # `config_fields.define_config_flag` adds those a config file leaves out (at the default, a
     # typed placeholder where it is None), so each is settable as --config.SECTION.FIELD=VALUE.
-    # A subclass that sets only `config_declared` gets `config_fields` from it ('name' included).
+    # A subclass that sets only `config_declared` gets `config_fields` ('name' included) and
+    # `sampler_fields` (its 'sampler' entries) from it.
     config_declared: dict = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "config_declared" in cls.__dict__ and "config_fields" not in cls.__dict__:
+        if "config_declared" not in cls.__dict__:
+            return
+        if "config_fields" not in cls.__dict__:
             cls.config_fields = {
                 section: tuple(dict.fromkeys((["name"] if section == "method" else []) + list(fields)))
                 for section, fields in cls.config_declared.items()}
             cls.config_fields.setdefault("method", ("name",))
+        if "sampler_fields" not in cls.__dict__ and "sampler" in cls.config_declared:
+            cls.sampler_fields = tuple(cls.config_declared["sampler"])
 
     def prepare(self, batch: Batch, key: Array) -> Batch:  # noqa: ARG002
         """No per-global-batch randomness: the batch unchanged."""

@@ -251,10 +251,9 @@ class VADD(MethodBase):
         (r"^encoder/mask_embed/fc\d/(kernel|bias)$", P()),
         (r"^encoder/head/(kernel|bias)$", P()),
     )
-    # config.sampler fields this method reads itself (config_validation leaves them out of the
-    # validation of the `sampling` package's fields).
-    sampler_fields = ("latent",)
-    # encoder_layers None: the denoiser's num_layers; latent_dim has no default (validate_config)
+    # encoder_layers None: the denoiser's num_layers; latent_dim has no default (validate_config).
+    # 'sampler' holds the fields this method reads itself (`sampler_fields`, derived: validation
+    # leaves them out of the `sampling` package's fields).
     config_declared = {"method": {"encoder_layers": (int, None)}, "model": {"latent_dim": (int, None)},
                        "sampler": {"latent": (str, LATENT_MODES[0])}}
 
