@@ -3,7 +3,7 @@ sizes, split into the part that grows with the batch and the part that does not.
 
     python benchmarks/train_param_bytes.py --config=configs/owt_absorbing.py --random_tokens=50257 \\
         --dtype=float32 [--batch_sizes=1,2] [--nonfinite_skip=select,cond] [--update_only] \\
-        [--config.model.dropout=0 ...]
+        [--unguarded] [--config.model.dropout=0 ...]
 
 The step is the library's own jitted train step (`training.Trainer._train_step_checked`), compiled
 (never run) for uniform random ids; its cost analysis gives bytes(B) at each batch size B. With
@@ -18,6 +18,11 @@ parameter bytes). With --update_only the train step is not compiled: only the up
 follows the gradients (`guarded_update.guarded_update` with the trainer's optimizer and EMA
 decay, gradients as an argument) is, which takes seconds instead of minutes for the 12-layer
 model and moves no batch-dependent bytes.
+
+--unguarded measures, for comparison only, the step without the non-finite guard: the update is
+`guarded_update.apply_update` (the optax chain, then the EMA) and every step is kept, which is
+what md4's train step does. The library has no such mode (a non-finite step is always skipped);
+the difference between the two figures is what the guard costs on the parameter side.
 """
 
 from __future__ import annotations
@@ -42,9 +47,20 @@ flags.DEFINE_list("batch_sizes", ["1", "2"], "Two global batch sizes.")
 flags.DEFINE_list("nonfinite_skip", [], "config.training.nonfinite_skip values (default: the "
                   "config's).")
 flags.DEFINE_boolean("update_only", False, "Compile only the update after the gradients.")
+flags.DEFINE_boolean("unguarded", False, "For comparison only: the step without the non-finite "
+                     "guard (the optax chain and the EMA, every step kept, as md4).")
 flags.mark_flags_as_required(["config"])
 
 GB = 1e9
+
+
+def unguarded_update(tx, decay, params, ema, opt_state, grads, ok, mode="select", adamw=None):
+    """`guarded_update.guarded_update`'s signature without the guard: (p', e', s', ok), every
+    step kept (md4's semantics; a benchmark comparison, not a mode of the library)."""
+    del mode, adamw
+    from discrete_diffusion.training import guarded_update
+
+    return (*guarded_update.apply_update(tx, decay, params, ema, opt_state, grads), ok)
 
 
 def _trainer(batch: int, skip: str):
@@ -79,7 +95,8 @@ def update_bytes(skip: str) -> tuple[float, float]:
 
     def update(state, grads, loss):
         ok = jnp.isfinite(loss)
-        return guarded_update.guarded_update(
+        fn = unguarded_update if FLAGS.unguarded else guarded_update.guarded_update
+        return fn(
             trainer.tx, trainer.ema_decay, state.params, state.ema_params, state.opt_state,
             grads, ok, trainer.nonfinite_skip, trainer.adamw)
 
@@ -95,6 +112,10 @@ def main(argv):
     if b2 <= b1:
         raise app.UsageError(f"--batch_sizes must be two increasing sizes, got {FLAGS.batch_sizes}")
     config = FLAGS.config
+    if FLAGS.unguarded:
+        from discrete_diffusion.training import trainer as trainer_module
+
+        trainer_module.guarded_update = unguarded_update
     for skip in FLAGS.nonfinite_skip or [""]:
         trainer = _trainer(b1, skip)
         pbytes = sum(x.size * x.dtype.itemsize
@@ -103,7 +124,7 @@ def main(argv):
         dims = trainer.method.model
         head = (f"layers={dims.num_layers} d={dims.d_model} "
                 f"L={config.data.seq_len} K={FLAGS.random_tokens} dtype={FLAGS.dtype or config.model.dtype} "
-                f"nonfinite_skip={mode}; parameters {pbytes / GB:.3f} GB")
+                f"nonfinite_skip={'none (--unguarded)' if FLAGS.unguarded else mode}; parameters {pbytes / GB:.3f} GB")
         if FLAGS.update_only:
             total, secs = update_bytes(skip)
             print(f"{head}\n  update only: {total / GB:.2f} GB = {total / pbytes:.2f} parameter "

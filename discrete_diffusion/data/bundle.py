@@ -377,8 +377,8 @@ def _text_splits(s: _Settings) -> _Splits:
         )
     bos, eos = _specials(s, tok.bos_id, tok.eos_id, default=s.tokenizer == "sentencepiece")
     pad_id = next((i for i in (tok.pad_id, eos) if i is not None), 0)
-    train_docs = tok_lib.encode_documents(tok, train_txt)
-    valid_docs = tok_lib.encode_documents(tok, valid_txt)
+    train_docs = tok_lib.encode_corpus(tok, train_txt)
+    valid_docs = tok_lib.encode_corpus(tok, valid_txt)
     _check_pad_fits(s, max(len(d) for d in train_docs) + packing.num_special(bos, eos))
     info = {
         "train_chars": sum(map(len, train_txt)),

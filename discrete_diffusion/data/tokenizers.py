@@ -35,6 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from discrete_diffusion.data import text_memo
+
 CHAR_MASK = "_"  # integer ids (IntegerTokenizer)
 CHAR_MASKS = ("\u2588", "\u2591", "\u00a4", "\ufffd")  # characters: the first the corpus lacks
 PIECE_MASK = "[MASK]"
@@ -236,6 +238,12 @@ class SentencePieceTokenizer:
         self._proto = bytes(model_proto)
         self._sp = _spm().SentencePieceProcessor(model_proto=self._proto)
 
+    @property
+    def fingerprint(self) -> str:
+        """BLAKE2b-128 of the model proto: equal for equal models (the key of encoded corpora in
+        ``text_memo.TEXT_MEMO``)."""
+        return hashlib.blake2b(self._proto, digest_size=16).hexdigest()
+
     def __getstate__(self) -> dict[str, bytes]:
         """Pickles as the model proto (for worker processes)."""
         return {"proto": self._proto}
@@ -425,6 +433,19 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndar
     return [np.asarray(tokenizer.encode(t), dtype=np.int32) for t in texts]
 
 
+def encode_corpus(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+    """`encode_documents` of a whole in-memory corpus, computed once per process: with a
+    tokenizer that has a ``fingerprint`` (sentencepiece, about a second on Shakespeare) the
+    result is kept in ``text_memo.TEXT_MEMO`` under (fingerprint, the texts' digest), read-only,
+    so the train, eval and sample modes of one process encode a corpus once."""
+    fingerprint = getattr(tokenizer, "fingerprint", None)
+    if fingerprint is None:
+        return encode_documents(tokenizer, texts)
+    return text_memo.TEXT_MEMO.get_or_compute(
+        ("encode_corpus", fingerprint, corpus_fingerprint(texts)),
+        lambda: encode_documents(tokenizer, texts), size=lambda docs: sum(map(len, docs)))
+
+
 def save_tokenizer(tokenizer: Tokenizer, directory: str | os.PathLike) -> dict[str, Any]:
     """Writes what is needed to rebuild ``tokenizer`` into ``directory``; returns its json spec."""
     directory = Path(directory)
@@ -496,6 +517,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "corpus_fingerprint",
+    "encode_corpus",
     "encode_documents",
     "load_tokenizer",
     "save_tokenizer",

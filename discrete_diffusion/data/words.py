@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from discrete_diffusion.data import text_memo, tokenizers
+
 PUNCTUATION = string.punctuation + "\u2018\u2019\u201c\u201d\u2014\u2013"
 
 
@@ -26,8 +28,15 @@ def words(text: str) -> list[str]:
     return [w for w in out if w]
 
 
-def vocabulary(texts: Iterable[str]) -> frozenset[str]:
-    """The set of words of a corpus (a collection of documents)."""
+def vocabulary(texts: Sequence[str]) -> frozenset[str]:
+    """The set of words of a corpus (a collection of documents); kept in
+    ``text_memo.TEXT_MEMO`` under the texts' digest, since every DataBundle of one corpus in a
+    process (train, eval and sample modes) asks for it."""
+    return text_memo.TEXT_MEMO.get_or_compute(
+        ("vocabulary", tokenizers.corpus_fingerprint(texts)), lambda: _vocabulary(texts), size=len)
+
+
+def _vocabulary(texts: Iterable[str]) -> frozenset[str]:
     vocab: set[str] = set()
     for text in texts:
         vocab.update(words(text))
