@@ -122,9 +122,10 @@ def main(argv):
                      for x in jax.tree.leaves(trainer.abstract_state().params))
         mode = skip or config.training.get("nonfinite_skip", "select")
         dims = trainer.method.model
+        mode = "none (--unguarded)" if FLAGS.unguarded else mode
         head = (f"layers={dims.num_layers} d={dims.d_model} "
                 f"L={config.data.seq_len} K={FLAGS.random_tokens} dtype={FLAGS.dtype or config.model.dtype} "
-                f"nonfinite_skip={'none (--unguarded)' if FLAGS.unguarded else mode}; parameters {pbytes / GB:.3f} GB")
+                f"nonfinite_skip={mode}; parameters {pbytes / GB:.3f} GB")
         if FLAGS.update_only:
             total, secs = update_bytes(skip)
             print(f"{head}\n  update only: {total / GB:.2f} GB = {total / pbytes:.2f} parameter "
