@@ -88,15 +88,14 @@ def step_bytes(batch: int, skip: str) -> tuple[float, float]:
 
 def update_bytes(skip: str) -> tuple[float, float]:
     """(XLA's bytes accessed, compile seconds) of the update alone (gradients as an argument)."""
-    from discrete_diffusion.training import guarded_update
+    from discrete_diffusion.training import trainer as trainer_module
 
     trainer = _trainer(int(FLAGS.batch_sizes[0]), skip)
     state = trainer.abstract_state()
 
     def update(state, grads, loss):
         ok = jnp.isfinite(loss)
-        fn = unguarded_update if FLAGS.unguarded else guarded_update.guarded_update
-        return fn(
+        return trainer_module.guarded_update(  # the trainer's update (or unguarded_update)
             trainer.tx, trainer.ema_decay, state.params, state.ema_params, state.opt_state,
             grads, ok, trainer.nonfinite_skip, trainer.adamw)
 
@@ -120,9 +119,9 @@ def main(argv):
         trainer = _trainer(b1, skip)
         pbytes = sum(x.size * x.dtype.itemsize
                      for x in jax.tree.leaves(trainer.abstract_state().params))
-        mode = skip or config.training.get("nonfinite_skip", "select")
+        mode = ("none (--unguarded)" if FLAGS.unguarded
+                else skip or config.training.get("nonfinite_skip", "select"))
         dims = trainer.method.model
-        mode = "none (--unguarded)" if FLAGS.unguarded else mode
         head = (f"layers={dims.num_layers} d={dims.d_model} "
                 f"L={config.data.seq_len} K={FLAGS.random_tokens} dtype={FLAGS.dtype or config.model.dtype} "
                 f"nonfinite_skip={mode}; parameters {pbytes / GB:.3f} GB")

@@ -61,9 +61,5 @@ class TextMemo:
                 self._entries.popitem(last=False)
         return value
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self.hits = self.misses = 0
-
 
 TEXT_MEMO = TextMemo()
