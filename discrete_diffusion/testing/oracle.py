@@ -147,6 +147,22 @@ def sequence_law_of_sampler(p0: np.ndarray) -> np.ndarray:
     return p0.reshape(-1)
 
 
+def _candidate_log_lik(proc, x0s, x_t, tt):
+    """log q_t(x_t | x0) per position for every candidate x0 `x0s [A, L]`, as `[N, A, L]`
+    (clipped at log 1e-30): the marginal is evaluated for the K clean values only (`[N, K, L]`,
+    not `[N, A, L, V]`) and gathered per candidate; the same numbers as picking x_t out of
+    `proc.marginal_probs(x0s[None], tt)`, element for element. tt: `[N, 1]` or `[N, 1, L]`."""
+    import jax.numpy as jnp
+
+    K, L = proc.num_classes, x0s.shape[1]
+    values = jnp.broadcast_to(jnp.arange(K, dtype=jnp.int32)[:, None], (K, L))  # [K, L]
+    q = proc.marginal_probs(values[None], tt)  # [N, K, L, V]
+    idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
+    lik = jnp.take_along_axis(q, idx, axis=-1)[..., 0]  # [N, K, L]: q_t(x_t^l | x_0^l = v)
+    lik = lik[:, x0s, jnp.arange(L)[None, :]]  # [N, A, L]
+    return jnp.log(jnp.maximum(lik, 1e-30))
+
+
 def exact_model_fn(p0: np.ndarray, proc, parameterization: str = "denoiser"):
     """A JAX `model_fn(x_t, t) -> logits [N, L, K]` returning the exact denoiser or LOO posterior.
 
@@ -163,11 +179,7 @@ def exact_model_fn(p0: np.ndarray, proc, parameterization: str = "denoiser"):
 
     def model_fn(x_t, t):
         tt = t[:, None] if t.ndim == 1 else t[:, None, :]  # per sequence [N] or per position [N, L]
-        q = proc.marginal_probs(x0s[None], tt)
-        # q: [N, A, L, V] marginal of each candidate x0; pick the observed x_t entries.
-        idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
-        lik = jnp.take_along_axis(q, idx, axis=-1)[..., 0]  # [N, A, L]
-        log_lik = jnp.log(jnp.maximum(lik, 1e-30))
+        log_lik = _candidate_log_lik(proc, x0s, x_t, tt)  # [N, A, L]
         if parameterization == "denoiser":
             logw = log_p0[None] + log_lik.sum(-1)  # [N, A]
             w = jax.nn.softmax(logw, axis=-1)
@@ -218,9 +230,7 @@ def exact_conditional_model_fn(laws: np.ndarray, proc, parameterization: str = "
     onehot = jax.nn.one_hot(x0s, K)
 
     def model_fn(x_t, t, label):
-        q = proc.marginal_probs(x0s[None], t[:, None])  # [N, A, L, V]
-        idx = jnp.broadcast_to(x_t[:, None, :, None], q.shape[:-1] + (1,))
-        log_lik = jnp.log(jnp.maximum(jnp.take_along_axis(q, idx, axis=-1)[..., 0], 1e-30))  # [N, A, L]
+        log_lik = _candidate_log_lik(proc, x0s, x_t, t[:, None])  # [N, A, L]
         log_prior = log_laws[label][:, :, None]  # [N, A, 1]
         if parameterization == "denoiser":
             w = jax.nn.softmax(log_prior[..., 0] + log_lik.sum(-1), axis=-1)
