@@ -23,9 +23,9 @@ FLOOR = oracle.expected_tv_floor(TARGET, N)
 BOUND = oracle.tv_bound(TARGET, N)  # an exact sampler's TV stays below (5 SD)
 
 
-def _config(process, name, steps, parameterization="denoiser"):
+def _config(process, name, steps, parameterization="denoiser", schedule="linear"):
     return ml_collections.ConfigDict({
-        "process": {"name": process, "schedule": "linear", "num_classes": K},
+        "process": {"name": process, "schedule": schedule, "num_classes": K},
         "model": {"parameterization": parameterization},
         "sampler": {"name": name, "num_steps": steps},
     })
@@ -107,7 +107,7 @@ def test_tweedie_reaches_the_noise_floor(process, parameterization):
 
 def _exact_sampler_law(proc, steps):
     """The exact law of x_0 under 'score_euler' with the exact model (no sampling noise), by
-    propagating the law over all V^L states, from the prior pi (all masks; uniform over K^L),
+    propagating the law over all V^L states, from the prior pi (`proc.log_prior` per position),
     through the product of the per-position kernels on the sampler's grid."""
     states = _all_states(proc)
     model = oracle.exact_model_fn(P0, proc, "denoiser")
@@ -120,10 +120,7 @@ def _exact_sampler_law(proc, steps):
                 score.tweedie_kernel(proc, log_ratios, states, t, s))
 
     st = np.asarray(states)
-    if process_name(proc) == "masked":
-        law = np.all(st == proc.mask_id, axis=1).astype(np.float64)
-    else:
-        law = np.full(len(st), 1.0 / len(st))
+    law = np.exp(np.asarray(proc.log_prior(), np.float64)[st].sum(axis=1))  # pi over the states
     grid = score.DEFAULTS["t_max"] * np.linspace(1.0, 0.0, steps + 1)
     for i in range(steps):
         euler, tweedie = kernels(grid[i], grid[i + 1])
@@ -135,23 +132,16 @@ def _exact_sampler_law(proc, steps):
     return out
 
 
-def process_name(proc) -> str:
-    return "masked" if proc.num_states > K else "uniform"
-
-
-def _euler_process(process):
-    """The masked process with the cosine schedule (for the linear one an Euler step of the masked
-    process is exactly the ancestral step), the uniform one with the linear schedule."""
-    if process == "masked":
-        return dd.processes.masked(K, dd.schedules.get("cosine"))
-    return dd.processes.uniform(K)
+# Under the linear schedule an Euler step of the masked process is exactly the ancestral step.
+EULER_SCHEDULE = {"masked": "cosine", "uniform": "linear"}
 
 
 @pytest.mark.parametrize("process", ["masked", "uniform"])
 def test_euler_tv_decreases_with_steps(process):
     """Exact laws of 'score_euler' with the exact score at 10, 100, 1000 steps: first order in
     the step, at 1000 steps within 1e-3 of the data law in total variation."""
-    proc = _euler_process(process)
+    proc = dd.processes.from_config(
+        _config(process, "score_euler", 1000, schedule=EULER_SCHEDULE[process]).process)
     tvs = [oracle.total_variation(_exact_sampler_law(proc, n), TARGET) for n in (10, 100, 1000)]
     print(f"\nscore_euler {process} exact-law TV at 10, 100, 1000 steps: {tvs}")
     assert tvs[0] > tvs[1] > tvs[2] and tvs[2] < 1e-3
@@ -163,9 +153,7 @@ def test_euler_generate_samples_its_exact_law(process):
     sampler at 4 steps (`_exact_sampler_law`), which is measurably away from the data law: its
     empirical law is at the noise floor of that law, and not at the data law's."""
     steps = 4
-    config = _config(process, "score_euler", steps)
-    if process == "masked":
-        config.process.schedule = "cosine"
+    config = _config(process, "score_euler", steps, schedule=EULER_SCHEDULE[process])
     proc = dd.processes.from_config(config.process)
     law = _exact_sampler_law(proc, steps)
     result = dd.generate(jax.random.key(0), oracle.exact_model_fn(P0, proc, "denoiser"), config,

@@ -150,8 +150,8 @@ def sequence_law_of_sampler(p0: np.ndarray) -> np.ndarray:
 def _candidate_log_lik(proc, x0s, x_t, tt):
     """log q_t(x_t | x0) per position for every candidate x0 `x0s [A, L]`, as `[N, A, L]`
     (clipped at log 1e-30): the marginal is evaluated for the K clean values only (`[N, K, L]`,
-    not `[N, A, L, V]`) and gathered per candidate; the same numbers as picking x_t out of
-    `proc.marginal_probs(x0s[None], tt)`, element for element. tt: `[N, 1]` or `[N, 1, L]`."""
+    not `[N, A, L, V]`) and gathered per candidate: the formula of picking x_t out of
+    `proc.marginal_probs(x0s[None], tt)`, with fewer evaluations. tt: `[N, 1]` or `[N, 1, L]`."""
     import jax.numpy as jnp
 
     K, L = proc.num_classes, x0s.shape[1]
