@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from test_train import xla_flags
 
 from configs import base, synthetic_absorbing
 from discrete_diffusion import config_validation, sharding, training
@@ -64,8 +65,7 @@ def assert_trees_close(a: dict, b: dict, rtol: float = 1e-5, atol: float = 1e-6)
 
 
 def run_python(script: str, devices: int, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=timeout, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
@@ -278,8 +278,7 @@ def test_two_processes_match_one(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2",
            "--timeout=200", "--config=configs/synthetic_absorbing.py",
            f"--workdir={tmp_path / 'two'}", *cli_overrides(5)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))  # one device per process
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     # meanwhile, the same run in this process (one process, one device)

@@ -122,9 +122,16 @@ _DEVICE_SCRIPT = textwrap.dedent(
 )
 
 
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a subprocess: this session's flags (tests/conftest.py: optimisation level,
+    fusion emitters, so that it compiles as cheaply as this process) without any forced device
+    count, plus `--xla_force_host_platform_device_count=devices` if devices > 0."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"] * (devices > 0))
+
+
 def _run_devices(n: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(n), JAX_PLATFORMS="cpu")
     script = _DEVICE_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"))
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
