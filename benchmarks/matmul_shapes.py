@@ -13,7 +13,10 @@ Rows: the dense layers' matmuls over the B * L tokens (QKV/out projections [BL, 
 attention's per-head batched matmuls (Q K^T: [B * H, L, d / H] x [B * H, d / H, L]; P V). Each
 prints GFLOP/s (median of --reps) and its ratio to the square rate. A model whose matmuls run
 below the square rate cannot reach the square rate's fraction however little else it does: the
-attention rows are what hold the small model (head dim 32) down on XLA:CPU.
+attention rows are what hold the small model (head dim 32) down on XLA:CPU. The row '2D,
+contraction dh' does Q K^T's FLOPs as one unbatched matmul [B H L, d / H] x [d / H, L]: where it is
+as slow as the batched row, the short contraction (each output element is a d / H-term sum) is
+the cause, not the per-head batching, and no regrouping of the heads would help.
 
 With --vocab the output layer [BL, d] x [d, V] is a row too, and the last line is the ceiling these
 rates put on the whole step: the model's matmul FLOPs (per layer 24 T d^2 dense and 4 T L d
@@ -80,6 +83,10 @@ def main() -> None:
          2 * BH * blk * dh * blk),
         (f"attention PV [{BH}x{blk},{blk}]x[{blk},{dh}]", bmm, (BH, blk, blk), (BH, blk, dh),
          2 * BH * blk * blk * dh),
+        # the same FLOPs as Q K^T in one unbatched matmul with the same contraction (d / H): not
+        # in the ceiling; it tells whether the batching or the short contraction is what is slow
+        (f"2D, contraction dh [{BH * blk},{dh}]x[{dh},{blk}]", mm, (BH * blk, dh), (dh, blk),
+         2 * BH * blk * dh * blk),
         (f"output layer [{T},{d}]x[{d},{V}]", mm, (T, d), (d, V), 2 * T * d * V),
         (f"output input grad [{T},{V}]x[{V},{d}]", mm, (T, V), (V, d), 2 * T * d * V),
         (f"output weight grad [{d},{T}]x[{T},{V}]", mm, (d, T), (T, V), 2 * T * d * V),
