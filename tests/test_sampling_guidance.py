@@ -92,11 +92,13 @@ def test_cfg_moves_towards_the_tilted_law(process, w):
     law = _law(guidance.guided_generate(jax.random.key(1), _conditional_model(proc), config, n, L,
                                         label=LABEL))
     tv_tilted, tv_target = oracle.total_variation(law, _tilted(w)), oracle.total_variation(law, target)
+    tv_uncond = oracle.total_variation(law, P_X.reshape(-1))
     print(f"\n{process}: CFG w={w}: TV to tilted law {tv_tilted:.4f}, TV to p(x|y) {tv_target:.4f}, "
-          f"TV(tilted, p(x|y)) {oracle.total_variation(_tilted(w), target):.4f}, "
+          f"TV to p(x) {tv_uncond:.4f}, TV(tilted, p(x|y)) {oracle.total_variation(_tilted(w), target):.4f}, "
           f"floor {oracle.expected_tv_floor(_tilted(w), n):.4f}")
-    if w == 2.0:
-        assert tv_tilted < tv_target
+    # nearer the tilted law than either end (w = 0.5: 0.03 against 0.10-0.13 and 0.18-0.21);
+    # sampling p(x) or p(x|y) instead (guidance ignored, or w taken as 1) fails it
+    assert tv_tilted < min(tv_target, tv_uncond)
 
 
 @pytest.mark.parametrize("mode", ["exact", "taylor"])
