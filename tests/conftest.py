@@ -16,7 +16,8 @@ fused element-wise/reduce kernels more slowly than its older LLVM-IR emitters, s
 off here too (same rule: an XLA_FLAGS that names the option wins). It changes how the kernels are
 generated, hence float32 rounding in the last bits, not what is computed; every test passes either
 way. Measured on the 2-core CPU (2026-12-06): two configs of test_configs_run.py in one process,
-alternating, compiled in 6.3 and 5.9 s against 15.0 and 13.8 s (21-23 s -> 13 s wall);
+alternating, compiled in 6.3 and 5.9 s against 15.0 and 13.8 s (21-23 s -> 13 s wall;
+`python benchmarks/suite_compile_time.py shakespeare_absorbing synthetic_uniform`);
 test_sampling_guidance/chunked_loss/prompting/training_losses (`-n 2`, alternating) took 159
 and 150 s against 186 and 183 s; the whole suite 10 min 35 s against 16 min 46 s an hour before.
 
