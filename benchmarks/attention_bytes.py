@@ -97,7 +97,7 @@ class _Plain(layers.Attention):
     """layers.Attention with the reference core (same parameters)."""
 
     @staticmethod
-    def _core(q, k, v, causal, impl):
+    def _core(q, k, v, causal, impl, block=512):
         return plain_attention(q, k, v, causal)
 
 

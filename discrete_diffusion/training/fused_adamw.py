@@ -7,7 +7,8 @@ writes each parameter-sized array as few times as it can.
 
 The arithmetic is optax's, operation for operation (clip_by_global_norm, scale_by_adam,
 add_decayed_weights, scale_by_learning_rate, apply_updates; `tests/test_fused_adamw.py` compares
-the two on random trees), with the norm n = ||g||, the clip factor c = min(1, clip_norm / n) as
+the two on random trees), with the norm n = ||g|| (`global_norm.global_norm`: optax.tree.norm's
+value up to float32 summation order), the clip factor c = min(1, clip_norm / n) as
 `optimizer.clip_by_global_norm`, and t the step count after the update:
 
     g~ = c g;   m' = (1 - b1) g~ + b1 m;   v' = (1 - b2) g~^2 + b2 v
@@ -43,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from optax._src import numerics
+
+from discrete_diffusion.training.global_norm import global_norm
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def guarded_adamw(hyper: AdamWHyper, decay: float, params: Any, ema: Any, opt_st
     adam, sched, rebuild = _states(hyper, opt_state)
     b1, b2, eps, wd = hyper.b1, hyper.b2, hyper.eps, hyper.weight_decay
     if hyper.clip_norm:
-        norm = optax.tree.norm(grads)
+        norm = global_norm(grads)
         trigger = jnp.squeeze(norm < hyper.clip_norm)
         factor = hyper.clip_norm / norm
         grads = jax.tree.map(lambda t: jax.lax.select(trigger, t, t * factor.astype(t.dtype)),

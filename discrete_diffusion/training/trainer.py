@@ -51,13 +51,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import methods, progress, sharding
 from discrete_diffusion.metrics import LN2, perplexity, train_metrics_class
 from discrete_diffusion.training.fused_adamw import AdamWHyper
+from discrete_diffusion.training.global_norm import global_norm
 from discrete_diffusion.training.guarded_update import guarded_update
 from discrete_diffusion.training.optimizer import learning_rate_schedule, make_optimizer
 from discrete_diffusion.training.state import TrainState
@@ -191,7 +191,7 @@ class Trainer:
         key = jax.random.fold_in(state.rng, state.step)
         batch = self.method.prepare(batch, key)
         loss, aux, grads = self._grads(state.params, batch, key, state.step)
-        grad_norm = optax.tree.norm(grads)
+        grad_norm = global_norm(grads)
         # A non-finite loss or gradient (or an update that overflows a parameter, its EMA or an
         # optimizer moment) is skipped: the old parameters, EMA and optimizer state are kept and
         # only the step counter moves on, so a finite state stays finite.
