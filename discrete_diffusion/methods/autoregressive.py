@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from discrete_diffusion import models as models_lib
 from discrete_diffusion import sampling
+from discrete_diffusion.log_prob import log_softmax_at
 from discrete_diffusion.methods import chunked
 from discrete_diffusion.methods.base import Batch, MethodBase, Params, token_weights, with_sampler
 from discrete_diffusion.sampling.autoregressive import generate_autoregressive
@@ -30,8 +31,7 @@ Array = jax.Array
 
 def token_nll(logits: Array, x0: Array) -> Array:
     """-log softmax(logits)[x0] `[B, l]` for logits `[B, l, K]` (float32)."""
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    return -log_softmax_at(logits.astype(jnp.float32), x0)
 
 
 class Autoregressive(MethodBase):

@@ -136,6 +136,7 @@ from jax.sharding import PartitionSpec as P
 
 from discrete_diffusion import losses, processes, sampling
 from discrete_diffusion import models as models_lib
+from discrete_diffusion.log_prob import log_softmax_at
 from discrete_diffusion.methods import chunked, stratified
 from discrete_diffusion.methods.base import (
     Batch,
@@ -203,7 +204,7 @@ def mixture_log_weights(z: Array, mean: Array, logvar: Array, num_r: int) -> Arr
 def masked_log_likelihood(logits: Array, x0: Array, x_t: Array, mask_id: int,
                           weights: Array | None = None) -> Array:
     """log p_theta(x_0 | x_t, z) = sum_{i: x_t^i = m} w_i log softmax(logits)_i[x_0^i] `[B]`."""
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), x0[..., None], -1)[..., 0]
+    logp = log_softmax_at(logits, x0)
     w = jnp.ones(x0.shape, jnp.float32) if weights is None else weights
     return jnp.sum(jnp.where(x_t == mask_id, logp, 0.0) * w, axis=-1)
 
