@@ -231,6 +231,17 @@ def loo_ce(
     return denoising_ce(proc, loo_logits, x0, x_t, t)
 
 
+def _denoiser_logits(proc: InterpolatingProcess, parameterization: str, logits: Array,
+                     x_t: Array, t: Array) -> Array:
+    """Logits of the denoiser, for a loss that log-normalizes them itself (`log_softmax_at`): a
+    denoiser network's own logits as they are (the identity conversion would log-normalize them
+    once more, a [..., K] pass and its backward pass for nothing; the loss differs by float32
+    rounding), any other parameterization converted (`parameterizations.convert`)."""
+    if parameterization == "denoiser":
+        return logits
+    return params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
+
+
 def nelbo_per_token(
     proc: InterpolatingProcess, parameterization: str, logits: Array, x0: Array, x_t: Array,
     t: Array, noise: Array | None = None,
@@ -245,8 +256,8 @@ def nelbo_per_token(
         _check_absorbing(parameterization, noise)
         return audm_nelbo(proc, logits, x0, x_t, noise, t)
     if proc.mask_id is not None:
-        denoiser = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
-        return masked_nelbo(proc, denoiser, x0, x_t, t)
+        return masked_nelbo(proc, _denoiser_logits(proc, parameterization, logits, x_t, t),
+                            x0, x_t, t)
     loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
     return uniform_nelbo_rb(proc, loo, x0, x_t, t)
 
@@ -283,8 +294,8 @@ def loss_per_token(
             )
         return jnp.where(x_t == noise, -log_softmax_at(logits, x0), 0.0)
     if name == "denoising_ce":
-        denoiser = params_lib.convert(proc, parameterization, "denoiser", logits, x_t, t)
-        return denoising_ce(proc, denoiser, x0, x_t, t)
+        return denoising_ce(proc, _denoiser_logits(proc, parameterization, logits, x_t, t),
+                            x0, x_t, t)
     if name == "loo_ce":
         loo = params_lib.convert(proc, parameterization, "loo", logits, x_t, t)
         return loo_ce(proc, loo, x0, x_t, t)
