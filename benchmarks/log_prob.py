@@ -1,9 +1,11 @@
 """The output layer and its cross-entropy, forward and backward: `log_prob.log_softmax_at` against
-the gather of jax.nn.log_softmax (what autodiff gets from `take_along_axis`).
+the gather of jax.nn.log_softmax (what autodiff gets from `take_along_axis`), and with the
+product h W as `models.output_matmul.output_matmul` (what `layers.OutputDense` runs).
 
     python benchmarks/log_prob.py [--batch 2] [--seq_len 1024] [--d 768] [--vocab 50257] [--runs 9]
 
-The program: logits = h W ([B, L, d] x [d, K]), loss = sum_l w_l (-log softmax(logits_l)[x_l])
+The program: logits = h W ([B, L, d] x [d, K]; lax.dot_general, or output_matmul in the third
+version), loss = sum_l w_l (-log softmax(logits_l)[x_l])
 with random labels x and weights w, and its gradient with respect to W and h. Both versions are
 compiled; printed per version: XLA's bytes accessed, the median time over --runs rounds that run
 each version once (alternating, in this process), its ratio to the reference, and whether the
@@ -24,6 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from discrete_diffusion.log_prob import log_softmax_at  # noqa: E402
+from discrete_diffusion.models.output_matmul import output_matmul  # noqa: E402
 
 
 def reference(logits, index):
@@ -48,14 +51,19 @@ def main() -> None:
     labels = jnp.asarray(rng.integers(0, K, (B, L)), jnp.int32)
     weights = jnp.asarray(rng.uniform(0.0, 2.0, (B, L)), jnp.float32)
 
-    def program(log_prob):
+    def product(h, w):
+        return jax.lax.dot_general(h, w, (((2,), (0,)), ((), ())),
+                                   preferred_element_type=jnp.float32)
+
+    def program(log_prob, matmul=product):
         def loss(w, h):
-            logits = jnp.einsum("bld,dk->blk", h, w)
+            logits = matmul(h, w)
             return jnp.sum(weights * -log_prob(logits, labels))
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(w, h).compile()
 
     versions = {"gather of log_softmax": program(reference),
-                "log_softmax_at": program(log_softmax_at)}
+                "log_softmax_at": program(log_softmax_at),
+                "+ output_matmul": program(log_softmax_at, output_matmul)}
     outs = {name: c(w, h) for name, c in versions.items()}
     times: dict[str, list[float]] = {name: [] for name in versions}
     for _ in range(args.runs):

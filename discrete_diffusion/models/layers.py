@@ -22,6 +22,7 @@ from flax.linen.dtypes import promote_dtype
 
 from discrete_diffusion.models.attention import dot_product_attention
 from discrete_diffusion.models.output_bias import add_bias
+from discrete_diffusion.models.output_matmul import output_matmul
 
 Array = jax.Array
 Dtype = Any
@@ -254,7 +255,8 @@ class OutputDense(nn.Module):
     """nn.Dense's arithmetic and parameters (`kernel` [D, K], `bias` [K], zero-init; inputs,
     kernel and bias promoted to `dtype`; float32 accumulation) with the bias added by
     `output_bias.add_bias`, whose gradient is a matrix-vector product: XLA:CPU's column sum over
-    a wide [T, K] cotangent is 35-58x slower at K = 50257 (that module's doc)."""
+    a wide [T, K] cotangent is 35-58x slower at K = 50257 (that module's doc); the product h W is
+    `output_matmul.output_matmul`, whose kernel gradient transposes h, not the [T, K] cotangent."""
 
     features: int
     dtype: Dtype = jnp.float32
@@ -266,7 +268,7 @@ class OutputDense(nn.Module):
                             self.param_dtype)
         bias = self.param("bias", zeros_init, (self.features,), self.param_dtype)
         inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-        y = _f32_dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())))
+        y = output_matmul(inputs, kernel)  # float32 [..., K]
         return add_bias(y, bias)
 
 
