@@ -23,6 +23,7 @@ from flax.linen.dtypes import promote_dtype
 from discrete_diffusion.models.attention import dot_product_attention
 from discrete_diffusion.models.output_bias import add_bias
 from discrete_diffusion.models.output_matmul import output_matmul
+from discrete_diffusion.models.qkv_projection import qkv_projection
 
 Array = jax.Array
 Dtype = Any
@@ -117,15 +118,25 @@ class Attention(nn.Module):
         return dot_product_attention(q, k, v, causal=causal, implementation=impl, block=block)
 
     def _qkv(self, qkv: nn.DenseGeneral, x: Array) -> tuple[Array, Array, Array]:
-        """q, k, v `[B, L, H, Dh]` of x `[B, L, D]` with the `qkv` kernel [D, 3, H, Dh]: three
-        products with the kernel's slices, not one product sliced afterwards, whose backward
-        pass padded each of the three gradients back to a `[B, L, 3, H, Dh]` array and added
-        them (five such arrays written per layer). The same arithmetic per output element."""
+        """q, k, v `[B, L, H, Dh]` of x `[B, L, D]` with the `qkv` kernel [D, 3, H, Dh]
+        (`qkv_projection`: one product with the whole kernel, no copies of its slices)."""
         if self.is_initializing():
             qkv(x[:, :1])  # create qkv/kernel as nn.DenseGeneral does
         kernel = qkv.variables["params"]["kernel"]  # [D, 3, H, Dh]
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return tuple(jnp.einsum("bld,dhk->blhk", x, kernel[:, i]) for i in range(3))
+        return qkv_projection(x, kernel)
+
+    def _out(self, out: nn.DenseGeneral, h: Array) -> Array:
+        """h `[B, L, H, Dh]` times the `out` kernel [H, Dh, D] as `[B, L, H Dh] x [H Dh, D]`
+        (`output_matmul`: its gradient from h^T; as `nn.DenseGeneral` over two axes, XLA:CPU
+        copied the kernel transposed and transposed its gradient)."""
+        if self.is_initializing():
+            out(h[:, :1])  # create out/kernel as nn.DenseGeneral does
+        kernel = out.variables["params"]["kernel"]  # [H, Dh, D]
+        h, kernel = nn.dtypes.promote_dtype(h, kernel, dtype=self.dtype)
+        H, Dh, D = kernel.shape
+        y = output_matmul(h.reshape(*h.shape[:-2], H * Dh), kernel.reshape(H * Dh, D))
+        return y.astype(h.dtype)  # [B, L, D]
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -137,7 +148,7 @@ class Attention(nn.Module):
         k = apply_rotary(k, self.rotary_base)
         h = self._core(q, k, v, self.causal, self.attention_impl,
                        self.attention_block)  # [B, L, H, Dh]
-        return nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense)(h)  # [B, L, D]
+        return self._out(nn.DenseGeneral(D, axis=(-2, -1), name="out", **dense), h)  # [B, L, D]
 
 
 class Mlp(nn.Module):
