@@ -321,15 +321,20 @@ def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> A
         # matmul), ~16% of the attention's bytes. Exact when Dh is a power of 4 (scale = 2^-n),
         # else one float32 rounding of q. Narrower dtypes scale the float32 scores.
         q = q * jnp.float32(scale)
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)  # [B, H, L, L]
+    # Heads-major operands [B, H, L, Dh] (explicit transposes): XLA:CPU then multiplies
+    # [L, Dh] blocks and writes P V as [B, H, L, Dh]; from the [B, L, H, Dh] operands it chose
+    # strided layouts, P V into [B, H, Dh, L] (small model's shape B 32, L 256, H 8, Dh 32:
+    # forward and backward 0.84x the time, `benchmarks/attention_layouts.py`).
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))  # [B, H, L, Dh]
+    s = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)  # [B, H, L, L]
     if q.dtype != jnp.float32:
         s = s * jnp.float32(scale)
     if causal:
-        L = q.shape[1]
+        L = q.shape[2]
         s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
                       jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", p, v)  # [B, L, H, Dh]
+    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", p, v), 1, 2)  # [B, L, H, Dh]
 
 
 def auto_implementation(seq_len: int, block: int, platform: str | None = None) -> str:

@@ -1,0 +1,82 @@
+"""The two-einsum attention (`models.attention.matmul_attention`), forward and backward, with
+heads-major operands (what it runs: q, k, v transposed to [B, H, L, Dh], P V written as
+[B, H, L, Dh]) against the same einsums on the token-major [B, L, H, Dh] arrays (what it ran
+before), at the small model's shape by default.
+
+    python benchmarks/attention_layouts.py [--batch 32] [--seq_len 256] [--heads 8] \\
+        [--head_dim 32] [--causal] [--runs 9]
+
+Printed per form: XLA's bytes accessed, the median time over --runs rounds that run each form
+once (alternating, in this process), its ratio to the token-major form, and the largest
+difference of the loss and gradients from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from train_throughput import machine_line  # noqa: E402
+
+from discrete_diffusion.models.attention import matmul_attention  # noqa: E402
+
+
+def token_major(q, k, v, causal=False):
+    """matmul_attention's arithmetic with the einsums on [B, L, H, Dh] operands (float32)."""
+    q = q * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if causal:
+        L = q.shape[1]
+        s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
+                      jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq_len", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head_dim", type=int, default=32)
+    parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+
+    shape = (args.batch, args.seq_len, args.heads, args.head_dim)
+    q, k, v, w = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 4))
+    forms = {"token-major einsums": token_major, "matmul_attention (now)": matmul_attention}
+    compiled, outs = {}, {}
+    for name, fn in forms.items():
+        def loss(q, k, v, fn=fn):
+            return jnp.sum(fn(q, k, v, causal=args.causal) * w)
+        compiled[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(
+            q, k, v).compile()
+        outs[name] = compiled[name](q, k, v)
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    for _ in range(args.runs):
+        for name, c in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(c(q, k, v))
+            times[name].append(time.perf_counter() - start)
+    print(f"jax {jax.__version__}; q, k, v {list(shape)}, causal={args.causal}; median of "
+          f"{args.runs} alternating runs; {machine_line()}")
+    first = next(iter(forms))
+    base = float(np.median(times[first]))
+    for name, c in compiled.items():
+        t = float(np.median(times[name]))
+        pairs = zip(jax.tree.leaves(outs[name]), jax.tree.leaves(outs[first]), strict=True)
+        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in pairs)
+        print(f"  {name:24s} {c.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB "
+              f"{1e3 * t:7.1f} ms  {t / base:5.2f}x  max |diff| {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()
