@@ -1,10 +1,11 @@
 """One attention layer, forward and backward, with three forms of its projections: what the
 network ran before (three products with the qkv kernel's slices, nn.DenseGeneral's `out`), one
 qkv product sliced afterwards under autodiff, and the network's now (`qkv_projection` and
-`output_matmul` for `out`, `layers.Attention`).
+`output_matmul` for `out`, `layers.Attention`). With --layer=mlp, the MLP block with `fc1` as
+nn.Dense (before) and as `layers.Mlp` runs it now (`output_matmul`).
 
-    python benchmarks/attention_projections.py [--batch 2] [--seq_len 1024] [--d 768] \\
-        [--heads 12] [--runs 9]
+    python benchmarks/attention_projections.py [--layer attention|mlp] [--batch 2] \\
+        [--seq_len 1024] [--d 768] [--heads 12] [--runs 9]
 
 Printed per form: XLA's bytes accessed, the instructions that write a kernel-sized array other
 than products (copies of the kernel, its slices or its gradient's), the median time over --runs
@@ -28,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
-from discrete_diffusion.models.layers import Attention  # noqa: E402
+from discrete_diffusion.models.layers import Attention, Mlp  # noqa: E402
 
 
 def sliced_qkv(x, kernel, dtype=None):
@@ -67,6 +68,13 @@ class Variant(Attention):
         return self.out_fn(h, out.variables["params"]["kernel"])
 
 
+class DenseMlp(Mlp):
+    """`layers.Mlp` with `fc1` as nn.Dense (the form before `output_matmul`)."""
+
+    def _fc1(self, fc1, x):
+        return fc1(x)
+
+
 def kernel_sized_writes(text: str, sizes: set[int]) -> list[str]:
     """Names of the entry's non-product instructions whose float32 output has a size in `sizes`."""
     entry = text[text.index("ENTRY"):]
@@ -82,6 +90,7 @@ def kernel_sized_writes(text: str, sizes: set[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layer", choices=["attention", "mlp"], default="attention")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq_len", type=int, default=1024)
     parser.add_argument("--d", type=int, default=768)
@@ -91,14 +100,16 @@ def main() -> None:
 
     B, L, D, H = args.batch, args.seq_len, args.d, args.heads
     x = jax.random.normal(jax.random.key(0), (B, L, D))
-    params = Attention(num_heads=H).init(jax.random.key(1), x)["params"]
-    params = jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(2), p.shape),
-                          params)
     forms = {"sliced qkv, DenseGeneral out": Variant(num_heads=H, qkv_fn=sliced_qkv,
                                                      out_fn=dense_general_out),
              "one qkv product, autodiff": Variant(num_heads=H, qkv_fn=one_product_qkv,
                                                   out_fn=dense_general_out),
              "layers.Attention (now)": Attention(num_heads=H)}
+    if args.layer == "mlp":
+        forms = {"fc1 as nn.Dense": DenseMlp(), "layers.Mlp (now)": Mlp()}
+    params = next(iter(forms.values())).init(jax.random.key(1), x)["params"]
+    params = jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(2), p.shape),
+                          params)
     sizes = {D * D, 3 * D * D}
     compiled, outs = {}, {}
     for name, module in forms.items():
@@ -113,7 +124,7 @@ def main() -> None:
             start = time.perf_counter()
             jax.block_until_ready(c(params, x))
             times[name].append(time.perf_counter() - start)
-    print(f"jax {jax.__version__}; x [{B}, {L}, {D}], H = {H}; median of {args.runs} "
+    print(f"jax {jax.__version__}; {args.layer}, x [{B}, {L}, {D}], H = {H}; median of {args.runs} "
           f"alternating runs; {machine_line()}")
     first = next(iter(forms))
     base = float(np.median(times[first]))

@@ -158,11 +158,21 @@ class Mlp(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def _fc1(self, fc1: nn.Dense, x: Array) -> Array:
+        """fc1(x) with nn.Dense's parameters and arithmetic; the product is `output_matmul`,
+        whose kernel gradient transposes x `[T, D]` where XLA:CPU transposed the 4x wider
+        cotangent `[T, ratio*D]` (`benchmarks/attention_projections.py --layer=mlp`)."""
+        if self.is_initializing():
+            fc1(x[..., :1, :])  # create fc1's kernel and bias as nn.Dense does
+        params = fc1.variables["params"]
+        x, kernel, bias = promote_dtype(x, params["kernel"], params["bias"], dtype=self.dtype)
+        return output_matmul(x, kernel).astype(x.dtype) + bias
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         D = x.shape[-1]
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.Dense(self.mlp_ratio * D, name="fc1", **dense)(x)  # [B, L, ratio*D]
+        h = self._fc1(nn.Dense(self.mlp_ratio * D, name="fc1", **dense), x)  # [B, L, ratio*D]
         h = nn.gelu(h, approximate=True)
         return nn.Dense(D, name="fc2", **dense)(h)  # [B, L, D]
 
