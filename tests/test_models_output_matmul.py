@@ -45,6 +45,26 @@ def test_values_and_gradients_equal_autodiff(shape, d, k, dtype):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_several_output_axes_equal_autodiff():
+    """W [D, 3, H, Dh] (the attention's qkv kernel, kept unmerged): y [..., 3, H, Dh], the
+    values bit for bit and both gradients as autodiff's up to summation order."""
+    kh, kw, kg = jax.random.split(jax.random.key(3), 3)
+    h = jax.random.normal(kh, (2, 7, 16))
+    w = jax.random.normal(kw, (16, 3, 2, 5))
+    g = jax.random.normal(kg, (2, 7, 3, 2, 5))
+
+    def plain(h, w):
+        return _f32_dot_general(h, w, (((2,), (0,)), ((), ())))
+
+    y, vjp = jax.vjp(jax.jit(output_matmul), h, w)
+    y_ref, vjp_ref = jax.vjp(plain, h, w)
+    assert y.shape == (2, 7, 3, 2, 5)
+    np.testing.assert_array_equal(y, y_ref)
+    for a, b in zip(vjp(g), vjp_ref(g), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_gradient_on_a_batch_sharded_mesh():
     """The trainer's layout: h sharded over the batch on every device of a 1-D mesh (one device
     here unless the session has more); the kernel gradient sums over the shards."""

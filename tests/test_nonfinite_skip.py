@@ -1,7 +1,7 @@
 """config.training.nonfinite_skip: 'cond' (the update is written only once the finiteness flag is
-known) and 'select' (where(finite, new, old) per leaf, training/fused_adamw.py) give bit-identical
-states, both skip an update that overflows, 'select' holds no more scratch than 'cond' and moves
-fewer bytes, and a bad value names the field."""
+known) and 'select' (where(finite, new, old) per leaf, training/fused_adamw.py) give the same
+update up to float32 rounding and train alike, both skip an update that overflows, 'select'
+holds no more scratch than 'cond' and moves fewer bytes, and a bad value names the field."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from test_train import tiny_config
 
 from discrete_diffusion import config_validation, training
+from discrete_diffusion.training.guarded_update import guarded_update
 
 
 def _trainer(skip: str, **training_overrides):
@@ -35,24 +36,68 @@ def _leaves(state) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
-def test_cond_and_select_give_identical_states():
-    """Three steps (Adam moments, bias correction, clipping, EMA 0.9): every leaf of the state,
-    parameters, EMA, moments, count and step, equal up to float32 rounding (two separately
-    compiled train steps: XLA may fuse the update inside the cond branch differently)."""
-    states = {}
+def test_cond_and_select_give_the_same_update():
+    """The guarded update alone ('cond': optax's chain inside lax.cond; 'select':
+    training/fused_adamw.py), three steps on the same state and the same gradients (clipped:
+    their norm is about 16 against clip_norm 1): every leaf of the parameters, EMA and optimizer
+    state equal up to float32 rounding (the two programs sum the gradient norm in their own
+    order)."""
+    trainers = {skip: _trainer(skip) for skip in ("cond", "select")}
+    state = trainers["cond"].init_state(0)
+    keys = iter(jax.random.split(jax.random.key(7), 3 * len(jax.tree.leaves(state.params))))
+    grads = [jax.tree.map(lambda p: 0.1 * jax.random.normal(next(keys), p.shape, p.dtype),
+                          state.params) for _ in range(3)]
+    results = {}
+    for skip, trainer in trainers.items():
+        def update(p, e, o, g, trainer=trainer):
+            return guarded_update(trainer.tx, trainer.ema_decay, p, e, o, g, jnp.asarray(True),
+                                  trainer.nonfinite_skip, trainer.adamw)
+        update = jax.jit(update)
+        p, e, o = state.params, state.ema_params, state.opt_state
+        for g in grads:
+            p, e, o, finite = update(p, e, o, g)
+            assert bool(finite)
+        results[skip] = _leaves((p, e, o))
+    for a, b in zip(results["cond"], results["select"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        _leaves((state.params, state.ema_params, state.opt_state)), results["cond"], strict=True))
+
+
+def test_cond_and_select_train_alike():
+    """The whole train step with either mode, three steps (Adam moments, bias correction,
+    clipping, EMA 0.9). The two are separately compiled programs whose gradients differ in the
+    last bits, and Adam turns such a difference in a near-zero gradient component into a
+    difference of up to the learning rate in that parameter (a CI run saw 1.3e-7 on one of 128
+    elements), so the states are compared as: the losses to float32 rounding; the optimizer
+    state to float32 rounding; parameters and EMA to float32 rounding on all but 2% of each
+    leaf's elements and everywhere within 3 steps x the learning rate."""
+    states, losses = {}, {}
     for skip in ("cond", "select"):
         trainer = _trainer(skip)
         state = trainer.init_state(0)
+        losses[skip] = []
         for batch in _batches(3, trainer):
             state, _, health = trainer.train_step_checked(state, batch)
             assert bool(health["finite"])
+            losses[skip].append(float(health["loss"]))
         assert int(state.step) == 3
-        states[skip] = _leaves(state)
-    for a, b in zip(states["cond"], states["select"], strict=True):
+        states[skip] = state
+    lr = float(trainer.config.training.learning_rate)
+    np.testing.assert_allclose(losses["cond"], losses["select"], rtol=1e-5)
+    for a, b in zip(_leaves(states["cond"].opt_state), _leaves(states["select"].opt_state),
+                    strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+    for tree in ("params", "ema_params"):
+        for a, b in zip(_leaves(getattr(states["cond"], tree)),
+                        _leaves(getattr(states["select"], tree)), strict=True):
+            loose = ~np.isclose(a, b, rtol=2e-6, atol=1e-7)
+            assert loose.sum() <= max(1, int(0.02 * a.size)), (tree, a.shape, loose.sum())
+            np.testing.assert_allclose(a, b, rtol=0, atol=3 * lr)
     # and the step moved the parameters (the comparison is not of two untouched states)
-    init = _leaves(_trainer("cond").init_state(0))
-    assert any(not np.array_equal(a, b) for a, b in zip(init, states["cond"], strict=True))
+    init = _leaves(_trainer("cond").init_state(0).params)
+    assert any(not np.array_equal(a, b) for a, b in zip(init, _leaves(states["cond"].params),
+                                                        strict=True))
 
 
 @pytest.mark.parametrize("skip", ["cond", "select"])

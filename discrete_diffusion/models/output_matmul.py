@@ -1,7 +1,8 @@
 """The output layer's product y = h W, whose kernel gradient is formed from h^T rather than from
 a transposed copy of the logits' cotangent.
 
-    y = output_matmul(h, W):   y[..., k] = sum_d h[..., d] W[d, k]     (float32 accumulation)
+    y = output_matmul(h, W):   y[..., k] = sum_d h[..., d] W[d, k]     (float32 accumulation;
+                                                                       k may be several axes)
     backward (G = dy as [T, K], H = h as [T, D], T the leading dims' size):
         dh = G W^T,    dW = (H^T) G    with H^T [D, T] written once, behind an optimization barrier
 
@@ -28,16 +29,18 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _dot(a: Array, b: Array, a_axis: int, b_axis: int) -> Array:
-    """a . b contracting a's `a_axis` with b's `b_axis`, accumulated in float32."""
-    return jax.lax.dot_general(a, b, (((a_axis,), (b_axis,)), ((), ())),
+def _dot(a: Array, b: Array, a_axes: tuple[int, ...], b_axes: tuple[int, ...]) -> Array:
+    """a . b contracting a's `a_axes` with b's `b_axes`, accumulated in float32."""
+    return jax.lax.dot_general(a, b, ((a_axes, b_axes), ((), ())),
                                preferred_element_type=jnp.float32)
 
 
 @jax.custom_vjp
 def output_matmul(h: Array, w: Array) -> Array:
-    """h `[..., D]` times W `[D, K]` -> float32 `[..., K]` (module doc for the backward pass)."""
-    return _dot(h, w, h.ndim - 1, 0)
+    """h `[..., D]` times W `[D, *K]` -> float32 `[..., *K]` (module doc for the backward pass;
+    K may be several axes, e.g. the attention's [D, 3, H, Dh], so that a sharding of one of them
+    carries over to the output and the gradient without a reshape merging it with the others)."""
+    return _dot(h, w, (h.ndim - 1,), (0,))
 
 
 def _fwd(h: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -46,10 +49,12 @@ def _fwd(h: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
 
 def _bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     h, w = res
-    dh = _dot(g, w, g.ndim - 1, 1).astype(h.dtype)  # [..., D]
+    k = w.ndim - 1  # output axes K
+    dh = _dot(g, w, tuple(range(g.ndim - k, g.ndim)), tuple(range(1, w.ndim)))  # [..., D]
     h_t = jax.lax.optimization_barrier(jnp.transpose(h.reshape(-1, h.shape[-1])))  # [D, T]
-    dw = _dot(h_t, g.reshape(-1, g.shape[-1]), 1, 0).astype(w.dtype)  # [D, K]
-    return dh, dw
+    g_rows = g.reshape(-1, *w.shape[1:])  # [T, *K]
+    dw = _dot(h_t, g_rows, (1,), (0,))  # [D, *K]
+    return dh.astype(h.dtype), dw.astype(w.dtype)
 
 
 output_matmul.defvjp(_fwd, _bwd)

@@ -36,7 +36,8 @@ finite. Inside the jitted step (no host callback), by `config.training.nonfinite
                       d = 768 model, V = 50257, float32: 15.7 GB per step independent of the batch,
                       26.6 GB with the old jnp.where of a materialised new state).
 
-Both give bit-identical states. 'select' is the default ('cond' moves more bytes and its train
+Both give the same update up to float32 rounding (tests/test_nonfinite_skip.py) and skip the
+same steps. 'select' is the default ('cond' moves more bytes and its train
 step compiles 20-30% longer). `train_step_checked` also returns the step's health {'finite',
 'loss', 'grad_norm'} for the loop to count such steps (`faults.NonFiniteMonitor`).
 """
