@@ -1,5 +1,7 @@
-"""The output layer's product y = h W, whose kernel gradient is formed from h^T rather than from
-a transposed copy of the logits' cotangent.
+"""The product y = h W whose kernel gradient is formed from h^T rather than from a transposed copy
+of the output's cotangent: the output layer's (below), and also the attention's qkv and out
+projections (`qkv_projection`, `layers.Attention`) and the MLP's fc1 (`layers.Mlp`), where the
+cotangent is as wide as or wider than h (`benchmarks/attention_projections.py`).
 
     y = output_matmul(h, W):   y[..., k] = sum_d h[..., d] W[d, k]     (float32 accumulation;
                                                                        k may be several axes)
