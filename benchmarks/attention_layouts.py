@@ -17,13 +17,12 @@ import argparse
 import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from alternating import max_difference, median_times  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
 from discrete_diffusion.models.attention import matmul_attention  # noqa: E402
@@ -60,20 +59,14 @@ def main() -> None:
         compiled[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(
             q, k, v).compile()
         outs[name] = compiled[name](q, k, v)
-    times: dict[str, list[float]] = {name: [] for name in forms}
-    for _ in range(args.runs):
-        for name, c in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(c(q, k, v))
-            times[name].append(time.perf_counter() - start)
+    medians = median_times(compiled, (q, k, v), args.runs)
     print(f"jax {jax.__version__}; q, k, v {list(shape)}, causal={args.causal}; median of "
           f"{args.runs} alternating runs; {machine_line()}")
     first = next(iter(forms))
-    base = float(np.median(times[first]))
+    base = medians[first]
     for name, c in compiled.items():
-        t = float(np.median(times[name]))
-        pairs = zip(jax.tree.leaves(outs[name]), jax.tree.leaves(outs[first]), strict=True)
-        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in pairs)
+        t = medians[name]
+        diff = max_difference(outs[name], outs[first])
         print(f"  {name:24s} {c.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB "
               f"{1e3 * t:7.1f} ms  {t / base:5.2f}x  max |diff| {diff:.1e}")
 

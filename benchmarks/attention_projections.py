@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,6 +26,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from alternating import max_difference, median_times  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
 from discrete_diffusion.models.layers import Attention, Mlp  # noqa: E402
@@ -118,20 +118,14 @@ def main() -> None:
         compiled[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(
             params, x).compile()
         outs[name] = compiled[name](params, x)
-    times: dict[str, list[float]] = {name: [] for name in forms}
-    for _ in range(args.runs):
-        for name, c in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(c(params, x))
-            times[name].append(time.perf_counter() - start)
+    medians = median_times(compiled, (params, x), args.runs)
     print(f"jax {jax.__version__}; {args.layer}, x [{B}, {L}, {D}], H = {H}; median of {args.runs} "
           f"alternating runs; {machine_line()}")
     first = next(iter(forms))
-    base = float(np.median(times[first]))
+    base = medians[first]
     for name, c in compiled.items():
-        t = float(np.median(times[name]))
-        pairs = zip(jax.tree.leaves(outs[name]), jax.tree.leaves(outs[first]), strict=True)
-        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in pairs)
+        t = medians[name]
+        diff = max_difference(outs[name], outs[first])
         copies = kernel_sized_writes(c.as_text(), sizes)
         print(f"  {name:30s} {c.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB {1e3 * t:7.0f} ms"
               f"  {t / base:5.2f}x  max |diff| {diff:.1e}  kernel-sized writes: "

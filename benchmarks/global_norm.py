@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from alternating import median_times  # noqa: E402
 
 from discrete_diffusion.training.global_norm import global_norm  # noqa: E402
 
@@ -72,18 +72,13 @@ def main() -> None:
     versions = {"optax.tree.norm": program(optax.tree.norm), "global_norm": program(global_norm)}
     g = jax.jit(jax.grad(loss))(w, h)
     exact = float(np.sqrt(np.sum(np.asarray(g, np.float64) ** 2)))
-    times: dict[str, list[float]] = {n: [] for n in versions}
-    for _ in range(args.runs):
-        for name, compiled in versions.items():
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(w, h))
-            times[name].append(time.perf_counter() - start)
+    medians = median_times(versions, (w, h), args.runs)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; W {list(shape)}, h "
           f"[{args.rows}, {args.d}]; median of {args.runs} alternating runs; load average "
           f"{os.getloadavg()[0]:.2f}")
-    base = float(np.median(times["optax.tree.norm"]))
+    base = medians["optax.tree.norm"]
     for name, compiled in versions.items():
-        t = float(np.median(times[name]))
+        t = medians[name]
         err = abs(float(compiled(w, h)[1]) - exact) / exact
         print(f"  {name:16s} {1e3 * t:8.0f} ms  {t / base:5.2f}x  rel. error {err:.1e}  "
               f"padded 2-D tile reductions: {padded_tiles(compiled.as_text())}")

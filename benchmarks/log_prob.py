@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from alternating import max_difference, median_times  # noqa: E402
 
 from discrete_diffusion.log_prob import log_softmax_at  # noqa: E402
 from discrete_diffusion.models.output_matmul import output_matmul  # noqa: E402
@@ -65,21 +65,16 @@ def main() -> None:
                 "log_softmax_at": program(log_softmax_at),
                 "+ output_matmul": program(log_softmax_at, output_matmul)}
     outs = {name: c(w, h) for name, c in versions.items()}
-    times: dict[str, list[float]] = {name: [] for name in versions}
-    for _ in range(args.runs):
-        for name, compiled in versions.items():
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(w, h))
-            times[name].append(time.perf_counter() - start)
+    medians = median_times(versions, (w, h), args.runs)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; h [{B}, {L}, {D}], "
           f"K = {K}; median of {args.runs} alternating runs; load average "
           f"{os.getloadavg()[0]:.2f}")
     ref_name = "gather of log_softmax"
-    base = float(np.median(times[ref_name]))
+    base = medians[ref_name]
     for name, compiled in versions.items():
-        t = float(np.median(times[name]))
-        (loss, (dw, dh)), (loss0, (dw0, dh0)) = outs[name], outs[ref_name]
-        diff = max(float(jnp.max(jnp.abs(dw - dw0))), float(jnp.max(jnp.abs(dh - dh0))))
+        t = medians[name]
+        (loss, grads), (loss0, grads0) = outs[name], outs[ref_name]
+        diff = max_difference(grads, grads0)
         print(f"  {name:22s} {compiled.cost_analysis()['bytes accessed'] / 1e9:6.2f} GB "
               f"{1e3 * t:8.0f} ms  {t / base:5.2f}x  loss equal: {bool(loss == loss0)}  "
               f"max |grad diff| {diff:.1e}")
