@@ -94,6 +94,15 @@ class TimestepEmbedder(nn.Module):
         return nn.Dense(self.cond_dim, name="fc2", **dense)(h)  # [B, Lc, C]
 
 
+def _dense_params(dense: nn.Module, example: Array) -> dict:
+    """The parameters of a Flax dense layer whose product the caller computes itself: at
+    initialisation they are created by calling the layer on `example` (a slice of the input,
+    e.g. one position), so names, shapes and initialisers stay the layer's own."""
+    if dense.is_initializing():
+        dense(example)
+    return dense.variables["params"]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with rotary positions; bidirectional, or causal if `causal`.
 
@@ -120,9 +129,7 @@ class Attention(nn.Module):
     def _qkv(self, qkv: nn.DenseGeneral, x: Array) -> tuple[Array, Array, Array]:
         """q, k, v `[B, L, H, Dh]` of x `[B, L, D]` with the `qkv` kernel [D, 3, H, Dh]
         (`qkv_projection`: one product with the whole kernel, no copies of its slices)."""
-        if self.is_initializing():
-            qkv(x[:, :1])  # create qkv/kernel as nn.DenseGeneral does
-        kernel = qkv.variables["params"]["kernel"]  # [D, 3, H, Dh]
+        kernel = _dense_params(qkv, x[:, :1])["kernel"]  # [D, 3, H, Dh]
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         return qkv_projection(x, kernel)
 
@@ -130,9 +137,7 @@ class Attention(nn.Module):
         """h `[B, L, H, Dh]` times the `out` kernel [H, Dh, D] as `[B, L, H Dh] x [H Dh, D]`
         (`output_matmul`: its gradient from h^T; as `nn.DenseGeneral` over two axes, XLA:CPU
         copied the kernel transposed and transposed its gradient)."""
-        if self.is_initializing():
-            out(h[:, :1])  # create out/kernel as nn.DenseGeneral does
-        kernel = out.variables["params"]["kernel"]  # [H, Dh, D]
+        kernel = _dense_params(out, h[:, :1])["kernel"]  # [H, Dh, D]
         h, kernel = nn.dtypes.promote_dtype(h, kernel, dtype=self.dtype)
         H, Dh, D = kernel.shape
         y = output_matmul(h.reshape(*h.shape[:-2], H * Dh), kernel.reshape(H * Dh, D))
@@ -162,9 +167,7 @@ class Mlp(nn.Module):
         """fc1(x) with nn.Dense's parameters and arithmetic; the product is `output_matmul`,
         whose kernel gradient transposes x `[T, D]` where XLA:CPU transposed the 4x wider
         cotangent `[T, ratio*D]` (`benchmarks/attention_projections.py --layer=mlp`)."""
-        if self.is_initializing():
-            fc1(x[..., :1, :])  # create fc1's kernel and bias as nn.Dense does
-        params = fc1.variables["params"]
+        params = _dense_params(fc1, x[..., :1, :])
         x, kernel, bias = promote_dtype(x, params["kernel"], params["bias"], dtype=self.dtype)
         return output_matmul(x, kernel).astype(x.dtype) + bias
 
