@@ -7,12 +7,14 @@ the parameters.
 The update of a step (`apply_update`) is the optax transformation `tx` (e.g. clip_by_global_norm
 then AdamW) and the EMA of the new parameters,
 
-    u, s' = tx.update(g, s, p);   p' = p + u;   e' = d e + (1 - d) p'   (e' = p' when d = 0),
+    u, s' = tx.update(g, s, p);   p' = p + u;   e' = clip(d e + (1 - d) p', -M, M)
 
-and the guard keeps the old state unless `ok` (the loss and the gradient norm are finite) and every
-leaf of (p', e', s') is finite:
+(`ema.ema_update`; e' = p' when d = 0), and the guard keeps the old state unless `ok` (the loss and
+the gradient norm are finite) and every leaf of (p', s') is finite:
 
-    finite = ok & all(isfinite(p'), isfinite(e'), isfinite(s'));   state' = finite ? new : old.
+    finite = ok & all(isfinite(p'), isfinite(s'));   state' = finite ? new : old.
+
+The EMA need not be checked: from finite e and p' the clipped average is finite (`ema` module doc).
 
 What the parameter side of the step costs is the number of times it reads or writes a
 parameter-sized array. XLA on the CPU fuses elementwise work into one loop per output array, but
@@ -24,7 +26,8 @@ read (a division, a square root) in memory. `mode`:
            module doc). Otherwise (a method's own optimizer, e.g. `optimizer.by_top_level_key`):
            (1) the gradient norm; (2) the flag, one reduction per shape of the parameters over
            all new leaves of that shape at once (`fused_adamw.all_finite_by_shape`), which XLA
-           computes from the old leaves inside the reduction; (3) the new state, recomputed
+           computes from the old leaves inside the reduction (the EMA is not read: it stays
+           finite by construction); (3) the new state, recomputed
            behind an optimization barrier (so XLA cannot keep (2)'s values as scratch) and
            selected leaf by leaf,
                p'' = where(finite, p', p),  s'' = where(finite, s', s),
@@ -38,8 +41,9 @@ read (a division, a square root) in memory. `mode`:
 
 A non-finite step leaves every leaf as it was, bit for bit, in every mode; a finite one gives the
 values of `apply_update`. Parameter passes of the update alone on the 12-layer d = 768, V = 50257
-model (`benchmarks/train_param_bytes.py --update_only`; docs/benchmarks_perf.md): 'select' 19.25,
-'cond' 20.25, the trainer's earlier 'select' (jnp.where of a materialised new state) 36.
+model (`benchmarks/train_param_bytes.py --update_only`; docs/benchmarks_perf.md): 'select' 18.01
+(19.25 while the flag also read the EMA and XLA stored its predicate), 'cond' 20.25 before that,
+the trainer's earlier 'select' (jnp.where of a materialised new state) 36.
 """
 
 from __future__ import annotations
@@ -50,21 +54,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from discrete_diffusion.training.ema import ema_update
 from discrete_diffusion.training.fused_adamw import AdamWHyper, all_finite_by_shape, guarded_adamw
 
 MODES = ("cond", "select")
 
 
-def ema_update(decay: float, ema: Any, params: Any) -> Any:
-    """e' = decay * e + (1 - decay) * p, leaf by leaf (p itself when decay = 0)."""
-    if decay <= 0:
-        return params
-    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
-
-
 def apply_update(tx: optax.GradientTransformation, decay: float, params: Any, ema: Any,
                  opt_state: Any, grads: Any) -> tuple[Any, Any, Any]:
-    """(p', e', s'): u, s' = tx.update(g, s, p); p' = p + u; e' = ema_update(decay, e, p')."""
+    """(p', e', s'): u, s' = tx.update(g, s, p); p' = p + u; e' = ema.ema_update(decay, e, p')."""
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, ema_update(decay, ema, params), opt_state
@@ -77,7 +75,7 @@ def _where(finite: jax.Array, new: Any, old: Any) -> Any:
 def guarded_update(tx: optax.GradientTransformation, decay: float, params: Any, ema: Any,
                    opt_state: Any, grads: Any, ok: jax.Array, mode: str = "select",
                    adamw: AdamWHyper | None = None) -> tuple[Any, Any, Any, jax.Array]:
-    """(p'', e'', s'', finite): `apply_update` where `ok` and the new state are finite, the old
+    """(p'', e'', s'', finite): `apply_update` where `ok`, p' and s' are finite, the old
     state bit for bit elsewhere (see the module doc for the passes of each `mode`). `adamw`: the
     hyperparameters when `tx` is `optimizer.make_optimizer`'s chain itself; with mode 'select'
     the step is then `fused_adamw.guarded_adamw` (the same arithmetic in fewer passes)."""
@@ -86,7 +84,7 @@ def guarded_update(tx: optax.GradientTransformation, decay: float, params: Any, 
     if mode == "select" and adamw is not None:
         return guarded_adamw(adamw, decay, params, ema, opt_state, grads, ok)
     new = apply_update(tx, decay, params, ema, opt_state, grads)
-    finite = ok & all_finite_by_shape(new)
+    finite = ok & all_finite_by_shape((new[0], new[2]))  # p', s' (e' is finite when they are)
     old = (params, ema, opt_state)
     if mode == "cond":
         params, ema, opt_state = jax.lax.cond(
