@@ -71,9 +71,10 @@ def _dense_general_attention(params, x, heads):
     return out.apply({"params": params["out"]}, h)
 
 
-def test_attention_equals_the_dense_general_form():
+@pytest.mark.parametrize("qkv_flat", [False, True])
+def test_attention_equals_the_dense_general_form(qkv_flat):
     x = jax.random.normal(jax.random.key(0), (2, 16, 32))
-    attn = Attention(num_heads=4, attention_impl="matmul")
+    attn = Attention(num_heads=4, attention_impl="matmul", qkv_flat=qkv_flat)
     params = attn.init(jax.random.key(1), x)["params"]
     assert jax.tree.map(jnp.shape, params) == {"qkv": {"kernel": (32, 3, 4, 8)},
                                                "out": {"kernel": (4, 8, 32)}}
@@ -133,6 +134,48 @@ def test_backward_pass_copies_the_kernel_at_most_once_and_moves_fewer_bytes():
     assert len(ours) <= 1 < len(sliced), (ours, sliced)
     ours = _bytes(qkv_projection, x, kernel)
     assert ours < _bytes(_sliced, x, kernel) and ours < _bytes(_one_product, x, kernel)
+
+
+def _flat(x, kernel, dtype):
+    return qkv_projection(x, kernel, dtype, flat=True)
+
+
+def test_flat_product_equals_the_four_axis_one_and_copies_no_kernel():
+    """flat=True (the kernel as [D, 3 H Dh], for meshes without a 'tensor' axis): values and
+    gradients of the four-axis product to float32 rounding, no kernel-sized copy left (W is read
+    in place for dx) and fewer bytes."""
+    x, kernel = _case(2, 128, 96, 4, 24)
+    for a, b in zip(jax.jit(_flat, static_argnums=2)(x, kernel, jnp.float32),
+                    jax.jit(qkv_projection, static_argnums=2)(x, kernel, jnp.float32),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    grads = [jax.jit(jax.grad(_loss(fn, jnp.float32), argnums=(0, 1)))(x, kernel)
+             for fn in (_flat, qkv_projection)]
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
+                                   atol=1e-5 * float(jnp.max(jnp.abs(b))))
+    assert _kernel_sized_copies(_flat, x, kernel) == []
+    assert len(_kernel_sized_copies(qkv_projection, x, kernel)) == 1
+    assert _bytes(_flat, x, kernel) < _bytes(qkv_projection, x, kernel)
+
+
+@pytest.mark.parametrize("mesh,flat", [(None, True), ({"data": -1}, True),
+                                       ({"data": 1, "fsdp": 2, "tensor": 1}, True),
+                                       ({"data": -1, "tensor": 2}, False),
+                                       ({"data": 2, "tensor": -1}, False)])
+def test_get_model_flattens_the_kernel_only_where_no_tensor_axis_splits_the_heads(mesh, flat):
+    import ml_collections
+
+    from configs import owt_absorbing
+    from discrete_diffusion.models import get_model
+
+    config = owt_absorbing.get_config()
+    with config.unlocked():
+        if mesh is None:
+            del config["mesh"]
+        else:
+            config.mesh = ml_collections.ConfigDict(mesh)
+    assert get_model(config, 17, 18).qkv_flat is flat
 
 
 _TENSOR_PARALLEL_SCRIPT = """

@@ -46,6 +46,7 @@ from discrete_diffusion.models.transformer import (
     ar_inputs,
     example_inputs,
 )
+from discrete_diffusion.sharding import mesh_fields
 
 __all__ = [
     "POS_EMBEDDINGS",
@@ -162,6 +163,8 @@ def get_model(config: Any, num_classes: int, input_vocab_size: int) -> Diffusion
         remat=bool(cfg.get("remat", False)),
         attention_impl=attention_impl,
         attention_block=attention_block,
+        # no 'tensor' mesh axis splits the heads: the qkv product may flatten its kernel
+        qkv_flat=mesh_fields(config.get("mesh", None))[2] == 1,
         dtype=dtype,
         param_dtype=jnp.float32,
         **time_fields,

@@ -118,6 +118,7 @@ class Attention(nn.Module):
     rotary_base: float = 10_000.0
     attention_impl: str | None = None
     attention_block: int = 512  # 'blockwise': queries and keys per block
+    qkv_flat: bool = False  # qkv_projection(flat=...): only where no mesh axis splits the heads
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -131,7 +132,7 @@ class Attention(nn.Module):
         (`qkv_projection`: one product with the whole kernel, no copies of its slices)."""
         kernel = _dense_params(qkv, x[:, :1])["kernel"]  # [D, 3, H, Dh]
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return qkv_projection(x, kernel)
+        return qkv_projection(x, kernel, flat=self.qkv_flat)
 
     def _out(self, out: nn.DenseGeneral, h: Array) -> Array:
         """h `[B, L, H, Dh]` times the `out` kernel [H, Dh, D] as `[B, L, H Dh] x [H Dh, D]`
@@ -206,6 +207,7 @@ class DiTBlock(nn.Module):
     rotary_base: float = 10_000.0
     attention_impl: str | None = None
     attention_block: int = 512
+    qkv_flat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -228,6 +230,7 @@ class DiTBlock(nn.Module):
             rotary_base=self.rotary_base,
             attention_impl=self.attention_impl,
             attention_block=self.attention_block,
+            qkv_flat=self.qkv_flat,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="attn",

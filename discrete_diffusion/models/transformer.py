@@ -194,6 +194,7 @@ class DiffusionTransformer(nn.Module):
     remat: bool = False
     attention_impl: str | None = None
     attention_block: int = 512
+    qkv_flat: bool = False  # layers.Attention: get_model sets it where config.mesh.tensor is 1
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -404,6 +405,7 @@ class DiffusionTransformer(nn.Module):
                 rotary_base=self.rotary_base,
                 attention_impl=self.attention_impl,
                 attention_block=self.attention_block,
+                qkv_flat=self.qkv_flat,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"blocks_{i}",
