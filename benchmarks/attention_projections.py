@@ -1,8 +1,9 @@
 """One attention layer, forward and backward, with three forms of its projections: what the
 network ran before (three products with the qkv kernel's slices, nn.DenseGeneral's `out`), one
 qkv product sliced afterwards under autodiff, and the network's now (`qkv_projection` and
-`output_matmul` for `out`, `layers.Attention`). With --layer=mlp, the MLP block with `fc1` as
-nn.Dense (before) and as `layers.Mlp` runs it now (`output_matmul`).
+`output_matmul` for `out`, `layers.Attention`), and the same with `qkv_flat=True` (the kernel as
+[D, 3 H Dh], what `get_model` builds without a 'tensor' mesh axis). With --layer=mlp, the MLP
+block with `fc1` as nn.Dense (before) and as `layers.Mlp` runs it now (`output_matmul`).
 
     python benchmarks/attention_projections.py [--layer attention|mlp] [--batch 2] \\
         [--seq_len 1024] [--d 768] [--heads 12] [--runs 9]
@@ -104,7 +105,8 @@ def main() -> None:
                                                      out_fn=dense_general_out),
              "one qkv product, autodiff": Variant(num_heads=H, qkv_fn=one_product_qkv,
                                                   out_fn=dense_general_out),
-             "layers.Attention (now)": Attention(num_heads=H)}
+             "layers.Attention (now)": Attention(num_heads=H),
+             "layers.Attention, qkv_flat": Attention(num_heads=H, qkv_flat=True)}
     if args.layer == "mlp":
         forms = {"fc1 as nn.Dense": DenseMlp(), "layers.Mlp (now)": Mlp()}
     params = next(iter(forms.values())).init(jax.random.key(1), x)["params"]

@@ -3,7 +3,7 @@ step times on a machine too noisy for separate runs (the same step moves +-15% b
 
     git worktree add /tmp/base <older commit>
     JAX_PLATFORMS=cpu python benchmarks/compare_train_step.py --base_tree=/tmp/base \\
-        [--shape=small|12layer] [--rounds=20]
+        [--shape=small|12layer] [--rounds=20] [--update_only]
 
 Each tree's `Trainer._train_step_checked` is compiled from that tree's own modules
 (`discrete_diffusion` and `configs` are imported afresh from it, then dropped from sys.modules
@@ -11,7 +11,10 @@ before the next tree is imported; a compiled step does not depend on them afterw
 `configs/owt_absorbing.py` in float32 on uniform random ids at the shape of goal 2 of issue 27:
 'small' = 6 layers, d = 256, 8 heads, V = 256, L = 256, batch 32; '12layer' = the config's
 12 layers, d = 768, V = 50257, L = 1024, batch 2. Both steps run once untimed, then --rounds
-rounds run one step of each (base first). Printed: XLA's bytes per step of each, every round's
+rounds run one step of each (base first). With --update_only each tree compiles only the update
+after the gradients (its `guarded_update` with the trainer's optimizer, EMA decay and non-finite
+mode; fixed random gradients as an argument), which isolates the parameter-side passes.
+Printed: XLA's bytes per step of each, every round's
 times, the medians, their ratio and the median of the per-round ratios, with the CPU model and
 the load average.
 """
@@ -43,8 +46,27 @@ def _forget_library() -> None:
             del sys.modules[name]
 
 
-def build(root: str, shape: str) -> list:
-    """[compiled step, state, batch] of the train step as the tree at `root` writes it."""
+def _update_only(trainer, state) -> tuple:
+    """(compiled update, grads, loss): the trainer's update after the gradients, alone."""
+    from discrete_diffusion.training import trainer as trainer_module
+
+    def update(state, grads, loss):
+        params, ema, opt_state, finite = trainer_module.guarded_update(
+            trainer.tx, trainer.ema_decay, state.params, state.ema_params, state.opt_state, grads,
+            jax.numpy.isfinite(loss), trainer.nonfinite_skip, trainer.adamw)
+        return state.replace(params=params, ema_params=ema, opt_state=opt_state), None, finite
+
+    leaves, treedef = jax.tree.flatten(state.params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    grads = jax.tree.unflatten(treedef, [1e-3 * jax.random.normal(k, x.shape, x.dtype)
+                                         for k, x in zip(keys, leaves, strict=True)])
+    loss = jax.numpy.float32(1.0)
+    return jax.jit(update, donate_argnums=(0,)).lower(state, grads, loss).compile(), grads, loss
+
+
+def build(root: str, shape: str, update_only: bool = False) -> list:
+    """[compiled step, state, batch] of the train step as the tree at `root` writes it
+    (`update_only`: [compiled update, state, (grads, loss)])."""
     overrides, vocab = SHAPES[shape]
     _forget_library()
     sys.path.insert(0, root)
@@ -73,7 +95,11 @@ def build(root: str, shape: str) -> list:
         batch = trainer.shard_batch({"tokens": np.random.default_rng(0).integers(
             0, vocab, (rows, seq_len), np.int32)})
         start = time.time()
-        compiled = trainer._train_step_checked.lower(state, batch).compile()
+        if update_only:
+            compiled, grads, loss = _update_only(trainer, state)
+            batch = (grads, loss)
+        else:
+            compiled = trainer._train_step_checked.lower(state, batch).compile()
         print(f"{root}: compiled in {time.time() - start:.0f} s, "
               f"{compiled.cost_analysis()['bytes accessed'] / 1e9:.2f} GB per step", flush=True)
         return [compiled, state, batch]
@@ -86,7 +112,8 @@ def step(run: list) -> float:
     """One step of `run` (its state carried over: the step donates it); seconds."""
     compiled, state, batch = run
     start = time.perf_counter()
-    state, _, health = compiled(state, batch)
+    state, _, health = compiled(state, *batch) if isinstance(batch, tuple) else compiled(state,
+                                                                                          batch)
     jax.block_until_ready(health)
     run[1] = state
     return time.perf_counter() - start
@@ -99,9 +126,11 @@ def main() -> None:
         os.path.abspath(__file__))), help="The newer tree (default: this one).")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--update_only", action="store_true",
+                        help="Compile and time only the update after the gradients.")
     args = parser.parse_args()
     trees = {"base": os.path.abspath(args.base_tree), "now": os.path.abspath(args.tree)}
-    runs = {name: build(root, args.shape) for name, root in trees.items()}
+    runs = {name: build(root, args.shape, args.update_only) for name, root in trees.items()}
     for run in runs.values():
         step(run)  # untimed
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -112,7 +141,8 @@ def main() -> None:
               flush=True)
     base, now = (float(np.median(times[n])) for n in ("base", "now"))
     ratios = [b / a for a, b in zip(times["base"], times["now"], strict=True)]
-    print(f"{args.shape}: median of {args.rounds} alternating steps: base {1e3 * base:.0f} ms, "
+    what = f"{args.shape} update only" if args.update_only else args.shape
+    print(f"{what}: median of {args.rounds} alternating steps: base {1e3 * base:.0f} ms, "
           f"now {1e3 * now:.0f} ms, ratio {now / base:.3f}; per-round ratios "
           f"{min(ratios):.2f}-{max(ratios):.2f}, median {np.median(ratios):.3f}; {machine_line()}")
 

@@ -21,9 +21,8 @@ optax's chain and then selecting is only the order in which the values are forme
 loop XLA makes writes one output:
 
     flag     one reduction per parameter shape over isfinite(p', m', v'), which reads g, p, m, v
-             once and writes nothing (`all_finite_by_shape`: in two stages, so that XLA does not
-             store a 1-byte predicate per element between its elementwise loop and the
-             reduction);
+             once and writes nothing (1 byte per element of a predicate between XLA's
+             elementwise loop and its reduction);
     m'', v'' where(finite, m', m) and where(finite, v', v): read g and m (v), write m'' (v'');
     p''      where(finite, p - lr (...(m'', v'')...), p): reads the *selected* moments m'', v''
              (equal to m', v' when finite; p'' = p otherwise), so no loop reads the old moments
@@ -31,11 +30,15 @@ loop XLA makes writes one output:
              direction as scratch;
     e''      where(finite, d e + (1 - d) p'', e): reads e and p''.
 
-With the gradient norm, 1 + 4 + 3 + 3 + 4 + 3 = 18 parameter passes (measured 18.01 on the
-12-layer model), the least for this guard when every loop has one output: a finite step writes the
-four arrays (4 passes) after a reduction that needs the four inputs of p', m', v' (4), and p'' and
-e'' need their inputs (p, m'', v''; e, p'') after m'' and v'' (2 + 2 each). The unguarded chain
-needs 1 + 13. (With the EMA in the flag and the predicate stored it took 19.25.)
+With the gradient norm, 1 + 4 + 3 + 3 + 4 + 3 = 18 parameter passes (plus the predicate's:
+measured 18.25 on the 12-layer model), the least for this guard when every loop has one output: a
+finite step writes the four arrays (4 passes) after a reduction that needs the four inputs of
+p', m', v' (4), and p'' and e'' need their inputs (p, m'', v''; e, p'') after m'' and v''
+(2 + 2 each). The unguarded chain needs 1 + 13. (With the EMA in the flag it took 19.25.)
+Reducing rows of 32 elements inside the flag's loop first would drop the predicate (18.01
+passes), but XLA:CPU runs such a reduction loop so much more slowly than its elementwise loop and
+library reduction that the update took 1.35x as long (`benchmarks/compare_train_step.py
+--update_only`), so the predicate stays.
 """
 
 from __future__ import annotations
@@ -50,10 +53,6 @@ from optax._src import numerics
 
 from discrete_diffusion.training.ema import ema_update
 from discrete_diffusion.training.global_norm import global_norm
-
-# Elements per row of the flag's first stage: at most XLA:CPU's threshold for reducing a row in the
-# loop that computes it (64 already gives the stored predicate back).
-_FLAG_ROW = 32
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,7 @@ class AdamWHyper:
 def all_finite_by_shape(tree: Any) -> jax.Array:
     """True iff every floating-point leaf of `tree` is finite (as `faults.tree_all_finite`), with
     one reduction per leaf shape over the elementwise AND of isfinite of all leaves of that shape:
-    XLA then reads the inputs of a parameter's new value and moments once, in one loop.
-
-    The reduction runs in two stages, rows of `_FLAG_ROW` elements first and then the row results,
-    with an optimization barrier between them: in one stage XLA:CPU splits the large reduction into
-    a windowed one that does not take in the elementwise loop, and stores a 1-byte predicate per
-    element between them (0.25 passes over the parameters)."""
+    XLA then reads the inputs of a parameter's new value and moments once, in one loop."""
     groups: dict[tuple, list] = {}
     for x in jax.tree.leaves(tree):
         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact):
@@ -94,9 +88,6 @@ def all_finite_by_shape(tree: Any) -> jax.Array:
         ok = jnp.isfinite(leaves[0])
         for x in leaves[1:]:
             ok = ok & jnp.isfinite(x)
-        if ok.size % _FLAG_ROW == 0 and ok.size > _FLAG_ROW:
-            rows = jnp.all(ok.reshape(-1, _FLAG_ROW), axis=1)
-            ok = jax.lax.optimization_barrier(rows)
         checks.append(jnp.all(ok))
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
