@@ -41,9 +41,9 @@ read (a division, a square root) in memory. `mode`:
 
 A non-finite step leaves every leaf as it was, bit for bit, in every mode; a finite one gives the
 values of `apply_update`. Parameter passes of the update alone on the 12-layer d = 768, V = 50257
-model (`benchmarks/train_param_bytes.py --update_only`; docs/benchmarks_perf.md): 'select' 18.01
-(19.25 while the flag also read the EMA and XLA stored its predicate), 'cond' 20.25 before that,
-the trainer's earlier 'select' (jnp.where of a materialised new state) 36.
+model (`benchmarks/train_param_bytes.py --update_only`; docs/benchmarks_perf.md): 'select' 18.25,
+'cond' 19.25 (19.25 and 20.25 while the flag also read the EMA), the trainer's earlier 'select'
+(jnp.where of a materialised new state) 36.
 """
 
 from __future__ import annotations
