@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from alternating import max_difference, median_times  # noqa: E402
+from alternating import compare_gradients  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
 from discrete_diffusion.models.attention import matmul_attention  # noqa: E402
@@ -52,24 +52,14 @@ def main() -> None:
     shape = (args.batch, args.seq_len, args.heads, args.head_dim)
     q, k, v, w = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 4))
     forms = {"token-major einsums": token_major, "matmul_attention (now)": matmul_attention}
-    compiled, outs = {}, {}
-    for name, fn in forms.items():
-        def loss(q, k, v, fn=fn):
-            return jnp.sum(fn(q, k, v, causal=args.causal) * w)
-        compiled[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(
-            q, k, v).compile()
-        outs[name] = compiled[name](q, k, v)
-    medians = median_times(compiled, (q, k, v), args.runs)
+    losses = {name: (lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v, causal=args.causal) * w))
+              for name, fn in forms.items()}
+    rows = compare_gradients(losses, (q, k, v), (0, 1, 2), args.runs)
     print(f"jax {jax.__version__}; q, k, v {list(shape)}, causal={args.causal}; median of "
           f"{args.runs} alternating runs; {machine_line()}")
-    first = next(iter(forms))
-    base = medians[first]
-    for name, c in compiled.items():
-        t = medians[name]
-        diff = max_difference(outs[name], outs[first])
-        print(f"  {name:24s} {c.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB "
-              f"{1e3 * t:7.1f} ms  {t / base:5.2f}x  max |diff| {diff:.1e}")
-
+    for row in rows:
+        print(f"  {row.name:24s} {row.compiled.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB "
+              f"{1e3 * row.seconds:7.1f} ms  {row.ratio:5.2f}x  max |diff| {row.diff:.1e}")
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from alternating import max_difference, median_times  # noqa: E402
+from alternating import compare_gradients  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
 from discrete_diffusion.models.layers import Attention, Mlp  # noqa: E402
@@ -113,26 +113,16 @@ def main() -> None:
     params = jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(2), p.shape),
                           params)
     sizes = {D * D, 3 * D * D}
-    compiled, outs = {}, {}
-    for name, module in forms.items():
-        def loss(p, x, module=module):
-            return jnp.sum(jnp.sin(module.apply({"params": p}, x)))
-        compiled[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(
-            params, x).compile()
-        outs[name] = compiled[name](params, x)
-    medians = median_times(compiled, (params, x), args.runs)
+    losses = {name: (lambda p, x, module=module: jnp.sum(jnp.sin(module.apply({"params": p}, x))))
+              for name, module in forms.items()}
+    rows = compare_gradients(losses, (params, x), (0, 1), args.runs)
     print(f"jax {jax.__version__}; {args.layer}, x [{B}, {L}, {D}], H = {H}; median of {args.runs} "
           f"alternating runs; {machine_line()}")
-    first = next(iter(forms))
-    base = medians[first]
-    for name, c in compiled.items():
-        t = medians[name]
-        diff = max_difference(outs[name], outs[first])
-        copies = kernel_sized_writes(c.as_text(), sizes)
-        print(f"  {name:30s} {c.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB {1e3 * t:7.0f} ms"
-              f"  {t / base:5.2f}x  max |diff| {diff:.1e}  kernel-sized writes: "
-              f"{len(copies)} {sorted(set(copies))}")
-
+    for row in rows:
+        copies = kernel_sized_writes(row.compiled.as_text(), sizes)
+        print(f"  {row.name:30s} {row.compiled.cost_analysis()['bytes accessed'] / 1e9:6.3f} GB "
+              f"{1e3 * row.seconds:7.0f} ms  {row.ratio:5.2f}x  max |diff| {row.diff:.1e}  "
+              f"kernel-sized writes: {len(copies)} {sorted(set(copies))}")
 
 if __name__ == "__main__":
     main()
