@@ -3,7 +3,7 @@ step times on a machine too noisy for separate runs (the same step moves +-15% b
 
     git worktree add /tmp/base <older commit>
     JAX_PLATFORMS=cpu python benchmarks/compare_train_step.py --base_tree=/tmp/base \\
-        [--shape=small|12layer] [--rounds=20] [--update_only]
+        [--shape=small|12layer] [--rounds=20] [--update_only] [--now_options=K=V,...]
 
 Each tree's `Trainer._train_step_checked` is compiled from that tree's own modules
 (`discrete_diffusion` and `configs` are imported afresh from it, then dropped from sys.modules
@@ -14,6 +14,8 @@ before the next tree is imported; a compiled step does not depend on them afterw
 rounds run one step of each (base first). With --update_only each tree compiles only the update
 after the gradients (its `guarded_update` with the trainer's optimizer, EMA decay and non-finite
 mode; fixed random gradients as an argument), which isolates the parameter-side passes.
+`--now_options` passes XLA compiler options (e.g. xla_cpu_prefer_vector_width=512) to the newer
+tree's compile only: with `--base_tree=.` the same step is compared with and without them.
 Printed: XLA's bytes per step of each, every round's
 times, the medians, their ratio and the median of the per-round ratios, with the CPU model and
 the load average.
@@ -47,7 +49,7 @@ def _forget_library() -> None:
 
 
 def _update_only(trainer, state) -> tuple:
-    """(compiled update, grads, loss): the trainer's update after the gradients, alone."""
+    """(lowered update, grads, loss): the trainer's update after the gradients, alone."""
     from discrete_diffusion.training import trainer as trainer_module
 
     def update(state, grads, loss):
@@ -61,12 +63,22 @@ def _update_only(trainer, state) -> tuple:
     grads = jax.tree.unflatten(treedef, [1e-3 * jax.random.normal(k, x.shape, x.dtype)
                                          for k, x in zip(keys, leaves, strict=True)])
     loss = jax.numpy.float32(1.0)
-    return jax.jit(update, donate_argnums=(0,)).lower(state, grads, loss).compile(), grads, loss
+    return jax.jit(update, donate_argnums=(0,)).lower(state, grads, loss), grads, loss
 
 
-def build(root: str, shape: str, update_only: bool = False) -> list:
+def _options(text: str) -> dict[str, str | int | bool]:
+    """'k=v,k2=v2' -> XLA compiler options (integers and true/false converted)."""
+    out: dict[str, str | int | bool] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        out[key] = (value.lower() == "true" if value.lower() in ("true", "false")
+                    else int(value) if value.lstrip("-").isdigit() else value)
+    return out
+
+
+def build(root: str, shape: str, update_only: bool = False, options: dict | None = None) -> list:
     """[compiled step, state, batch] of the train step as the tree at `root` writes it
-    (`update_only`: [compiled update, state, (grads, loss)])."""
+    (`update_only`: [compiled update, state, (grads, loss)]), compiled with XLA `options`."""
     overrides, vocab = SHAPES[shape]
     _forget_library()
     sys.path.insert(0, root)
@@ -96,10 +108,11 @@ def build(root: str, shape: str, update_only: bool = False) -> list:
             0, vocab, (rows, seq_len), np.int32)})
         start = time.time()
         if update_only:
-            compiled, grads, loss = _update_only(trainer, state)
+            lowered, grads, loss = _update_only(trainer, state)
             batch = (grads, loss)
         else:
-            compiled = trainer._train_step_checked.lower(state, batch).compile()
+            lowered = trainer._train_step_checked.lower(state, batch)
+        compiled = lowered.compile(options or None)
         print(f"{root}: compiled in {time.time() - start:.0f} s, "
               f"{compiled.cost_analysis()['bytes accessed'] / 1e9:.2f} GB per step", flush=True)
         return [compiled, state, batch]
@@ -128,9 +141,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--update_only", action="store_true",
                         help="Compile and time only the update after the gradients.")
+    parser.add_argument("--now_options", default="",
+                        help="XLA compiler options k=v,... for the newer tree's compile only.")
     args = parser.parse_args()
     trees = {"base": os.path.abspath(args.base_tree), "now": os.path.abspath(args.tree)}
-    runs = {name: build(root, args.shape, args.update_only) for name, root in trees.items()}
+    options = {"base": {}, "now": _options(args.now_options)}
+    runs = {name: build(root, args.shape, args.update_only, options[name])
+            for name, root in trees.items()}
     for run in runs.values():
         step(run)  # untimed
     times: dict[str, list[float]] = {name: [] for name in runs}

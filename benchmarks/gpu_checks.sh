@@ -5,6 +5,8 @@
 #      alternating steps in one process (benchmarks/train_throughput.py; with the roofline);
 #   2. a jax.profiler trace of the train step summarised into the top ops by time
 #      (benchmarks/profile_train_step.py; the trace comes back as $OUT/trace.tgz);
+#   2b. dropout's mask drawn by jax.random.bernoulli against the written-out Threefry of
+#      models/dropout.py (benchmarks/dropout_bits.py), at the 12-layer model's activations;
 #   3. first-hitting against ancestral sampling at L = 1024, V = 32768 and V = 50257
 #      (benchmarks/sampling_speed.py);
 #   4. a converted released checkpoint ($CHECKPOINT, kind $CHECKPOINT_KIND, default mdlm)
@@ -77,6 +79,7 @@ if [ "$DRY" = 1 ]; then
   SEQ=64
   VOCABS=${VOCABS:-"512 1024"}
   SAMPLER_MODEL="--d_model 32 --layers 1"
+  DROPOUT_SHAPE=4,64,64
   CHECKPOINT=${CHECKPOINT:-tests/fixtures/reference/masked.safetensors}
   CHECKPOINT_ARGS=${CHECKPOINT_ARGS:-"--time_conditioning=true"}
   SCALE=2  # CPU time limits: twice the GPU's
@@ -89,6 +92,7 @@ else
   SEQ=1024
   VOCABS=${VOCABS:-"32768 50257"}
   SAMPLER_MODEL=""
+  DROPOUT_SHAPE=64,1024,768
   CHECKPOINT=${CHECKPOINT:-}
   CHECKPOINT_ARGS=${CHECKPOINT_ARGS:-}
   SCALE=1
@@ -118,6 +122,9 @@ stage 90 profile_bf16 $py benchmarks/profile_train_step.py --config=configs/owt_
   --random_tokens=50257 --dtype=bfloat16 --attention=$PROFILE_ATTN \
   --config.training.batch_size="$last_batch" --steps=3 --top=25 --trace_dir=/tmp/gpu_checks_trace $MODEL
 tar -C /tmp -czf "$OUT/trace.tgz" gpu_checks_trace 2>/dev/null && ls -la "$OUT/trace.tgz" | tee -a "$LOG"
+
+# 2b. Dropout's mask: jax's Threefry kernel against the written-out hash fused into the mask.
+stage 45 dropout_bits $py benchmarks/dropout_bits.py --shape "$DROPOUT_SHAPE" --runs 21
 
 # 3. First-hitting against ancestral sampling.
 for v in $VOCABS; do

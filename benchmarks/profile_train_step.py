@@ -18,14 +18,19 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import re
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from hlo_ops import op_kinds  # noqa: E402
+from matmul_shapes import rate  # noqa: E402
+from model_flops import model_flops_per_token  # noqa: E402
 
 from discrete_diffusion import config_fields, config_validation, training  # noqa: E402
 
@@ -37,9 +42,13 @@ flags.DEFINE_string("attention", None, "config.model.attention_impl ('default' =
 flags.DEFINE_integer("steps", 5, "Profiled steps.")
 flags.DEFINE_integer("top", 25, "Names printed per plane.")
 flags.DEFINE_string("trace_dir", "", "Where the trace goes ('' = a temporary folder).")
+flags.DEFINE_boolean("by_kind", True, "Also the time by kind of operation (module doc).")
+flags.DEFINE_integer("square_n", 2048, "Size of the square matmul whose rate the step's "
+                     "products are compared with (0 = none).")
 flags.mark_flags_as_required(["config"])
 
 
+_LAYER = re.compile(r"blocks_\d+")
 _CONTAINERS = ("ThreadpoolListener", "ThunkExecutor", "SlinkyThreadPool", "Wait for", "$")
 
 
@@ -78,6 +87,112 @@ def summarize(xplane_path: str, steps: int, top: int) -> dict[str, tuple]:
     return out
 
 
+def _union_ns(intervals: list[tuple[int, int]]) -> tuple[int, int]:
+    """(length, pieces) of the union of [start, end) intervals."""
+    total, pieces, reach = 0, 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total += end - start
+            pieces += 1
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total, pieces
+
+
+def wall_by_name(xplane_path: str) -> tuple[dict[str, float], dict[str, int], float]:
+    """({op name: wall ns}, {op name: calls}, wall ns of all ops) over the first plane with XLA
+    operations (the device's where there is one): the union of each name's events' intervals over
+    the plane's op lines (`_op_lines`), so an op whose work is split over threads counts once;
+    'end: ...' markers and runtime spans left out. Its calls are the union's disjoint pieces."""
+    data = jax.profiler.ProfileData.from_file(xplane_path)
+    planes = sorted(data.planes, key=lambda p: not p.name.startswith("/device"))
+    for plane in planes:
+        spans: dict[str, list] = collections.defaultdict(list)
+        for line in _op_lines(plane):
+            for event in line.events:
+                if event.name.startswith(_CONTAINERS) or event.name.startswith("end: "):
+                    continue
+                spans[event.name].append((event.start_ns, event.end_ns))
+        if spans:
+            unions = {n: _union_ns(s) for n, s in spans.items()}
+            every, _ = _union_ns([iv for s in spans.values() for iv in s])
+            return ({n: float(u[0]) for n, u in unions.items()},
+                    {n: u[1] for n, u in unions.items()}, float(every))
+    return {}, {}, 0.0
+
+
+def _short(source: str, width: int = 90) -> str:
+    """The end of a JAX op_name, where its module path and primitive are."""
+    return source if len(source) <= width else "..." + source[-width + 3:]
+
+
+def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
+                  model_flops: float, square: float | None, top: int) -> None:
+    """The time by kind of operation, the matmuls' in-step rate and the decomposition of the
+    fraction of the square matmul rate (module doc)."""
+    ops = op_kinds(hlo_text)
+    wall, calls, every = wall_by_name(xplane_path)
+    kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    matmuls = []
+    for name, ns in wall.items():
+        op = ops.get(name)
+        kind = op.kind if op else "unknown"
+        if kind == "control":
+            continue
+        flops = op.flops * calls[name] / steps if op else 0.0
+        kinds[kind][0] += ns / 1e6 / steps
+        kinds[kind][1] += flops
+        if kind == "matmul":
+            matmuls.append((ns / 1e6 / steps, flops, calls[name] / steps, name))
+    total = sum(ms for ms, _ in kinds.values())
+    print(f"\nby kind (wall ms per step, the union of each operation's events over threads; "
+          f"{total:.1f} ms summed over operations, {every / 1e6 / steps:.1f} ms when any ran, "
+          f"step {step_ms:.1f} ms):")
+    for kind, (ms, flops) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        extra = f"  {flops / 1e9:9.2f} GFLOP, {flops / ms / 1e6:6.1f} GFLOP/s" if flops else ""
+        print(f"  {kind:15s} {ms:9.1f} ms {100 * ms / total:5.1f}%{extra}")
+    by_source: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for name, ns in wall.items():
+        op = ops.get(name)
+        if op and op.kind != "control":
+            key = f"{op.kind:14s} " + _LAYER.sub("blocks_*", op.source.split(")/", 1)[-1])
+            by_source[key][0] += ns / 1e6 / steps
+            by_source[key][1] += 1
+    print("\nby JAX operation, layers together (ms/step, share, operations, kind, operation):")
+    for key, (ms, n) in sorted(by_source.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"  {ms:9.1f} {100 * ms / total:5.1f}% {int(n):4d}  {key[:120]}")
+    others = sorted(((ns / 1e6 / steps, name) for name, ns in wall.items()
+                     if name in ops and ops[name].kind not in ("matmul", "control")), reverse=True)
+    print("\nslowest other operations (ms/step, kind, name, JAX operation):")
+    for ms, name in others[:top]:
+        print(f"  {ms:9.1f} {ops[name].kind:14s} {name:28s} {_short(ops[name].source)}")
+    mm_ms, mm_flops = kinds["matmul"]
+    if not mm_ms:
+        return
+    print("\nslowest matmul operations by time (ms/step, GFLOP/step, GFLOP/s, calls/step):")
+    for ms, flops, n, name in sorted(matmuls, reverse=True)[:top]:
+        print(f"  {ms:9.1f} {flops / 1e9:8.2f} {flops / ms / 1e6:7.1f} {n:6.1f}  {name:24s} "
+              f"{_short(ops[name].source)}")
+    in_step = mm_flops / mm_ms / 1e6
+    print(f"\nmatmuls: {mm_flops / 1e9:.2f} GFLOP per step by the HLO's dot shapes (model count "
+          f"{model_flops / 1e9:.2f}), {mm_ms:.1f} ms, {in_step:.1f} GFLOP/s inside the step")
+    if square:
+        rate_part = in_step / square
+        share = mm_ms / step_ms
+        credit = model_flops / mm_flops
+        at_square_ms = mm_flops / (square * 1e6) + step_ms - mm_ms
+        print(f"square float32 matmul rate in this process: {square:.1f} GFLOP/s\n"
+              f"fraction of the square rate by the model's FLOPs "
+              f"{100 * model_flops / (square * 1e6 * step_ms):.1f}% = products' rate / "
+              f"square rate {rate_part:.3f} x matmul share of the step {share:.3f} x model FLOPs"
+              f" / dot FLOPs {credit:.3f}\n"
+              f"  every product at the square rate, the rest unchanged: "
+              f"{100 * model_flops / (square * 1e6 * at_square_ms):.1f}%; no other work, the "
+              f"products at their in-step rate: {100 * rate_part * credit:.1f}%")
+
+
 def main(argv):
     del argv
     config = FLAGS.config
@@ -100,9 +215,11 @@ def main(argv):
     jax.block_until_ready(health)
     trace_dir = FLAGS.trace_dir or tempfile.mkdtemp(prefix="profile_train_step_")
     with jax.profiler.trace(trace_dir):
+        start = time.perf_counter()
         for _ in range(FLAGS.steps):
             state, _, health = compiled(state, batch)
         jax.block_until_ready(health)
+        step_ms = (time.perf_counter() - start) * 1e3 / FLAGS.steps
     paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
     if not paths:
         raise SystemExit(f"no .xplane.pb under {trace_dir}")
@@ -117,6 +234,14 @@ def main(argv):
               f"(ms/step, share, calls/step):")
         for op, ms, share, n in rows_:
             print(f"  {ms:9.3f} {100 * share:5.1f}% {n:7.1f}  {op[:110]}")
+    if FLAGS.by_kind:
+        dims = trainer.method.model
+        _, _, per_token = model_flops_per_token(state.params, int(dims.num_layers), seq_len,
+                                                int(dims.d_model))
+        n = FLAGS.square_n
+        square = rate(lambda x, y: x @ y, (n, n), (n, n), flops=2.0 * n**3, reps=10) if n else None
+        print_by_kind(paths[-1], compiled.as_text(), FLAGS.steps, step_ms,
+                      per_token * rows * seq_len, square, FLAGS.top)
 
 
 if __name__ == "__main__":

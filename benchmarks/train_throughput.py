@@ -72,7 +72,6 @@ ratios).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 
@@ -81,8 +80,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from model_flops import model_flops_per_token  # noqa: E402
 
-from discrete_diffusion import config_fields, config_validation, sharding, training  # noqa: E402
+from discrete_diffusion import config_fields, config_validation, training  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_fields.define_config_flag("config", "Trainer config file.", lock_config=True)
@@ -110,9 +110,7 @@ PEAK_BF16_TFLOPS = {
     "H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0,
     "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0,
 }
-_EMBEDDINGS = re.compile(r"(^|/)(token_embed|noise_embed|label_embed)/embedding$")
-# Conditioning path: applied to the [B, 1, C] conditioning vector, once per sequence.
-_PER_SEQUENCE = re.compile(r"(^|/)(adaln|time_embed|latent_embed)/")
+
 
 
 def peak_flops(device_kind: str, override: float | None) -> float | None:
@@ -199,22 +197,6 @@ def xla_cost(compiled) -> dict:
 
 def _rate(flops: float) -> str:
     return f"{flops / 1e12:.2f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
-
-
-def model_flops_per_token(params, num_layers: int, seq_len: int,
-                          d_model: int) -> tuple[int, int, float]:
-    """(N, N_cond, FLOPs per token): the matmul parameters applied to every token, those of the
-    conditioning path applied once per sequence, and 6 N + 6 N_cond / L + 12 n_layers L d."""
-    n = n_cond = 0
-    for path, x in jax.tree_util.tree_leaves_with_path(params):
-        name = sharding.path_str(path)
-        if x.ndim >= 2 and not _EMBEDDINGS.search(name):
-            if _PER_SEQUENCE.search(name):
-                n_cond += int(np.prod(x.shape))
-            else:
-                n += int(np.prod(x.shape))
-    flops = 6.0 * n + 6.0 * n_cond / seq_len + 12.0 * num_layers * seq_len * d_model
-    return n, n_cond, flops
 
 
 def _variant(config, impl: str | None):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from discrete_diffusion.models.attention import dot_product_attention
+from discrete_diffusion.models.dropout import Dropout
 from discrete_diffusion.models.output_bias import add_bias
 from discrete_diffusion.models.output_matmul import output_matmul
 from discrete_diffusion.models.qkv_projection import qkv_projection
@@ -235,12 +236,12 @@ class DiTBlock(nn.Module):
             param_dtype=self.param_dtype,
             name="attn",
         )(h)
-        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        h = Dropout(self.dropout, deterministic=deterministic)(h)
         x = x + gate1 * h  # residual stream stays float32
 
         h = modulate(_layer_norm("norm2", self.param_dtype)(x), shift2, scale2)
         h = Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
-        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        h = Dropout(self.dropout, deterministic=deterministic)(h)
         return x + gate2 * h  # [B, L, D] float32
 
 

@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from discrete_diffusion.models.dropout import Dropout
 from discrete_diffusion.models.layers import (
     Attention,
     Mlp,
@@ -89,11 +90,11 @@ class MaskedAdaLNBlock(nn.Module):
         h = Attention(self.num_heads, attention_impl=self.attention_impl,
                       attention_block=self.attention_block, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="attn")(h)
-        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        h = Dropout(self.dropout, deterministic=deterministic)(h)
         x = x + (1.0 + gate1) * h
         h = modulate(_layer_norm("norm2", self.param_dtype)(x), shift2, scale2)
         h = Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
-        h = nn.Dropout(self.dropout, deterministic=deterministic)(h)
+        h = Dropout(self.dropout, deterministic=deterministic)(h)
         return x + (1.0 + gate2) * h
 
 
