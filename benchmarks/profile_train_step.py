@@ -87,40 +87,60 @@ def summarize(xplane_path: str, steps: int, top: int) -> dict[str, tuple]:
     return out
 
 
-def _union_ns(intervals: list[tuple[int, int]]) -> tuple[int, int]:
-    """(length, pieces) of the union of [start, end) intervals."""
-    total, pieces, reach = 0, 0, None
+def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of [start, end) intervals as sorted disjoint intervals."""
+    out: list[list[int]] = []
     for start, end in sorted(intervals):
-        if reach is None or start > reach:
-            total += end - start
-            pieces += 1
-            reach = end
-        elif end > reach:
-            total += end - reach
-            reach = end
-    return total, pieces
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
 
 
-def wall_by_name(xplane_path: str) -> tuple[dict[str, float], dict[str, int], float]:
-    """({op name: wall ns}, {op name: calls}, wall ns of all ops) over the first plane with XLA
-    operations (the device's where there is one): the union of each name's events' intervals over
-    the plane's op lines (`_op_lines`), so an op whose work is split over threads counts once;
-    'end: ...' markers and runtime spans left out. Its calls are the union's disjoint pieces."""
+def shared_ns(merged: dict[str, list[tuple[int, int]]]) -> dict[str, float]:
+    """{name: ns}: the time each name's intervals cover, every instant split evenly among the
+    names running then (so the values add up to the time when any ran; an operation that runs
+    beside another one on a shared core is charged half of that time, not all of it)."""
+    edges = sorted((t, sign, name) for name, ivs in merged.items()
+                   for a, b in ivs for t, sign in ((a, 1), (b, -1)))
+    out = dict.fromkeys(merged, 0.0)
+    active: set[str] = set()
+    last = None
+    for t, sign, name in edges:
+        if active and last is not None and t > last:
+            for n in active:
+                out[n] += (t - last) / len(active)
+        last = t
+        if sign > 0:
+            active.add(name)
+        else:
+            active.discard(name)
+    return out
+
+
+def time_by_name(xplane_path: str, skip: frozenset[str] | set[str] = frozenset()
+                 ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """({op name: shared ns}, {op name: wall ns}, {op name: calls}) over the first plane with XLA
+    operations (the device's where there is one): each name's events over the plane's op lines
+    (`_op_lines`) merged into disjoint intervals (an op whose work is split over threads counts
+    once; its calls are the pieces), 'end: ...' markers, runtime spans and the names in `skip`
+    left out; wall = their length, shared = `shared_ns`."""
     data = jax.profiler.ProfileData.from_file(xplane_path)
     planes = sorted(data.planes, key=lambda p: not p.name.startswith("/device"))
     for plane in planes:
         spans: dict[str, list] = collections.defaultdict(list)
         for line in _op_lines(plane):
             for event in line.events:
-                if event.name.startswith(_CONTAINERS) or event.name.startswith("end: "):
+                if (event.name.startswith(_CONTAINERS) or event.name.startswith("end: ")
+                        or event.name in skip):
                     continue
                 spans[event.name].append((event.start_ns, event.end_ns))
         if spans:
-            unions = {n: _union_ns(s) for n, s in spans.items()}
-            every, _ = _union_ns([iv for s in spans.values() for iv in s])
-            return ({n: float(u[0]) for n, u in unions.items()},
-                    {n: u[1] for n, u in unions.items()}, float(every))
-    return {}, {}, 0.0
+            merged = {n: _merge(s) for n, s in spans.items()}
+            wall = {n: float(sum(b - a for a, b in ivs)) for n, ivs in merged.items()}
+            return shared_ns(merged), wall, {n: len(ivs) for n, ivs in merged.items()}
+    return {}, {}, {}
 
 
 def _short(source: str, width: int = 90) -> str:
@@ -133,10 +153,14 @@ def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
     """The time by kind of operation, the matmuls' in-step rate and the decomposition of the
     fraction of the square matmul rate (module doc)."""
     ops = op_kinds(hlo_text)
-    wall, calls, every = wall_by_name(xplane_path)
+    # A loop's own events span its body's operations: left out of the sharing.
+    control = {n for n, op in ops.items() if op.kind == "control"}
+    shared, wall, calls = time_by_name(xplane_path, control)
+    every = sum(shared.values())
+    overlap = sum(wall.values()) / every if every else 1.0
     kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     matmuls = []
-    for name, ns in wall.items():
+    for name, ns in shared.items():
         op = ops.get(name)
         kind = op.kind if op else "unknown"
         if kind == "control":
@@ -147,14 +171,14 @@ def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
         if kind == "matmul":
             matmuls.append((ns / 1e6 / steps, flops, calls[name] / steps, name))
     total = sum(ms for ms, _ in kinds.values())
-    print(f"\nby kind (wall ms per step, the union of each operation's events over threads; "
-          f"{total:.1f} ms summed over operations, {every / 1e6 / steps:.1f} ms when any ran, "
-          f"step {step_ms:.1f} ms):")
+    print(f"\nby kind (ms per step: each operation's time, every instant shared evenly among the "
+          f"operations running then; {every / 1e6 / steps:.1f} ms when any ran, step "
+          f"{step_ms:.1f} ms; operations overlapped {overlap:.2f}x on average):")
     for kind, (ms, flops) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
         extra = f"  {flops / 1e9:9.2f} GFLOP, {flops / ms / 1e6:6.1f} GFLOP/s" if flops else ""
         print(f"  {kind:15s} {ms:9.1f} ms {100 * ms / total:5.1f}%{extra}")
     by_source: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
-    for name, ns in wall.items():
+    for name, ns in shared.items():
         op = ops.get(name)
         if op and op.kind != "control":
             key = f"{op.kind:14s} " + _LAYER.sub("blocks_*", op.source.split(")/", 1)[-1])
@@ -163,7 +187,7 @@ def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
     print("\nby JAX operation, layers together (ms/step, share, operations, kind, operation):")
     for key, (ms, n) in sorted(by_source.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"  {ms:9.1f} {100 * ms / total:5.1f}% {int(n):4d}  {key[:120]}")
-    others = sorted(((ns / 1e6 / steps, name) for name, ns in wall.items()
+    others = sorted(((ns / 1e6 / steps, name) for name, ns in shared.items()
                      if name in ops and ops[name].kind not in ("matmul", "control")), reverse=True)
     print("\nslowest other operations (ms/step, kind, name, JAX operation):")
     for ms, name in others[:top]:

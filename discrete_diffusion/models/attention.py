@@ -302,6 +302,62 @@ def blockwise_attention(q: Array, k: Array, v: Array, *, causal: bool = False,
                       True)
 
 
+def _matmul_scores(q: Array, k: Array, causal: bool, scale: float | None) -> Array:
+    """Float32 scores [B, H, L, L] of heads-major q, k [B, H, L, Dh]: q k^T (times `scale` when
+    given), masked keys at -0.7 x float32 max when `causal`."""
+    s = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if scale is not None:
+        s = s * jnp.float32(scale)
+    if causal:
+        L = q.shape[2]
+        s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
+                      jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+    return s
+
+
+def _matmul_forward(q, k, v, causal, scale):
+    p = jax.nn.softmax(_matmul_scores(q, k, causal, scale), axis=-1)  # [B, H, L, L] float32
+    o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), v)  # [B, H, L, Dh]
+    return o, p
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _matmul_core(q: Array, k: Array, v: Array, causal: bool, scale: float | None) -> Array:
+    """softmax(q k^T [x scale], masked) v of heads-major [B, H, L, Dh] operands, differentiated
+    by `_matmul_core_bwd`."""
+    return _matmul_forward(q, k, v, causal, scale)[0]
+
+
+def _matmul_core_fwd(q, k, v, causal, scale):
+    o, p = _matmul_forward(q, k, v, causal, scale)
+    return o, (q, k, v, p, o)
+
+
+def _matmul_core_bwd(causal, scale, residuals, do):
+    """The backward pass of the module doc with the stored probabilities p (no recomputation):
+    dv = p^T do, dp = do v^T, ds = p (dp - D) with D_i = sum_d do_id o_id (= sum_j p_ij dp_ij),
+    dq = ds k, dk = ds^T q (each times `scale` when the scores were scaled). Masked keys have
+    p = 0 exactly, hence ds = 0."""
+    del causal
+    q, k, v, p, o = residuals
+    dv = jnp.einsum("bhqk,bhqd->bhkd", p.astype(v.dtype), do)
+    dp = jnp.einsum("bhqd,bhkd->bhqk", do, v, preferred_element_type=jnp.float32)
+    if o.dtype == jnp.float32:
+        D = jnp.sum(do * o, axis=-1, keepdims=True)  # [B, H, L, 1]
+    else:  # o rounded to a narrow dtype would put its rounding into every ds_ij
+        D = jnp.sum(p * dp, axis=-1, keepdims=True)
+    ds = p * (dp - D)  # [B, H, L, L] float32
+    if scale is not None:
+        ds = ds * jnp.float32(scale)
+    ds = ds.astype(q.dtype)
+    dq = jnp.einsum("bhqk,bhkd->bhqd", ds, k)
+    dk = jnp.einsum("bhqk,bhqd->bhkd", ds, q)
+    return dq, dk, dv.astype(v.dtype)
+
+
+_matmul_core.defvjp(_matmul_core_fwd, _matmul_core_bwd)
+
+
 def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> Array:
     """Softmax attention `[B, L, H, Dh]` of q, k, v `[B, L, H, Dh]` written as two batched
     matmuls over (B, H) and a float32 softmax, the arithmetic of the XLA path of
@@ -313,7 +369,15 @@ def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> A
     Unlike that path it puts no vmap over head groups around the einsums: there the grouped
     `[B, H, 1, L, L]` layout made XLA transpose and copy the float32 probability tensor once per
     layer in the backward pass (`benchmarks/attention_bytes.py` counts the `[B, H, L, L]` arrays
-    of each compiled forward + backward pass). The default implementation."""
+    of each compiled forward + backward pass). The default implementation.
+
+    Its backward pass is FlashAttention's formula on the stored probabilities (`_matmul_core_bwd`:
+    ds = p (dp - D), D_i = do_i . o_i) rather than autodiff through the softmax, which on the
+    CPU recomputed p = exp(s - m) / l inside the backward products and kept a broadcast copy of
+    1 / l per layer: the small model's attention (B 32, L 256, H 8, Dh 32, float32) forward and
+    backward 0.85x the time and 0.75 of the bytes (`benchmarks/attention_layouts.py`). Gradients
+    equal autodiff's up to float32 rounding (for narrower dtypes D uses the rounded o, as
+    FlashAttention does; `tests/test_attention_matmul.py`)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     if q.dtype == jnp.float32:
         # Scale q [B, L, H, Dh] rather than the scores [B, H, L, L]: on the CPU the scaled
@@ -326,15 +390,8 @@ def matmul_attention(q: Array, k: Array, v: Array, *, causal: bool = False) -> A
     # strided layouts, P V into [B, H, Dh, L] (small model's shape B 32, L 256, H 8, Dh 32:
     # forward and backward 0.78x the time, causal 0.84x, `benchmarks/attention_layouts.py`).
     q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))  # [B, H, L, Dh]
-    s = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)  # [B, H, L, L]
-    if q.dtype != jnp.float32:
-        s = s * jnp.float32(scale)
-    if causal:
-        L = q.shape[2]
-        s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
-                      jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
-    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", p, v), 1, 2)  # [B, L, H, Dh]
+    o = _matmul_core(q, k, v, bool(causal), None if q.dtype == jnp.float32 else scale)
+    return jnp.swapaxes(o, 1, 2)  # [B, L, H, Dh]
 
 
 def auto_implementation(seq_len: int, block: int, platform: str | None = None) -> str:
