@@ -1,7 +1,12 @@
-"""The two-einsum attention (`models.attention.matmul_attention`), forward and backward, with
-heads-major operands (what it runs: q, k, v transposed to [B, H, L, Dh], P V written as
-[B, H, L, Dh]) against the same einsums on the token-major [B, L, H, Dh] arrays (what it ran
-before), at the small model's shape by default.
+"""The two-einsum attention (`models.attention.matmul_attention`), forward and backward, against
+the forms it had before, at the small model's shape by default:
+
+    token-major einsums      the einsums on the [B, L, H, Dh] arrays, autodiff (seventh session)
+    heads-major, autodiff    q, k, v transposed to [B, H, L, Dh], P V written as [B, H, L, Dh],
+                             differentiated through the softmax (until the ninth session)
+    matmul_attention (now)   heads-major, with its custom VJP (ds = p (dp - D) on the stored p)
+    blockwise                `dot_product_attention(implementation='blockwise')` (the CPU default
+                             above one block of 512)
 
     python benchmarks/attention_layouts.py [--batch 32] [--seq_len 256] [--heads 8] \\
         [--head_dim 32] [--causal] [--runs 9]
@@ -25,7 +30,10 @@ import jax.numpy as jnp  # noqa: E402
 from alternating import compare_gradients  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
-from discrete_diffusion.models.attention import matmul_attention  # noqa: E402
+from discrete_diffusion.models.attention import (  # noqa: E402
+    dot_product_attention,
+    matmul_attention,
+)
 
 
 def token_major(q, k, v, causal=False):
@@ -37,6 +45,22 @@ def token_major(q, k, v, causal=False):
         s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
                       jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v)
+
+
+def heads_major_autodiff(q, k, v, causal=False):
+    """matmul_attention's forward (float32) differentiated by autodiff through the softmax."""
+    q = q * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+    s = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if causal:
+        L = q.shape[2]
+        s = jnp.where(jnp.tril(jnp.ones((L, L), bool)), s,
+                      jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max)))
+    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1), v), 1, 2)
+
+
+def blockwise(q, k, v, causal=False):
+    return dot_product_attention(q, k, v, causal=causal, implementation="blockwise")
 
 
 def main() -> None:
@@ -51,7 +75,8 @@ def main() -> None:
 
     shape = (args.batch, args.seq_len, args.heads, args.head_dim)
     q, k, v, w = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 4))
-    forms = {"token-major einsums": token_major, "matmul_attention (now)": matmul_attention}
+    forms = {"token-major einsums": token_major, "heads-major, autodiff": heads_major_autodiff,
+             "matmul_attention (now)": matmul_attention, "blockwise": blockwise}
     losses = {name: (lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v, causal=args.causal) * w))
               for name, fn in forms.items()}
     rows = compare_gradients(losses, (q, k, v), (0, 1, 2), args.runs)
