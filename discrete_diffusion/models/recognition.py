@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from discrete_diffusion.models.dropout import Dropout
+from discrete_diffusion.models.embedding import Embed
 from discrete_diffusion.models.layers import (
     Attention,
     Mlp,
@@ -122,8 +123,8 @@ class RecognitionTransformer(nn.Module):
         x0 = jnp.asarray(x0)
         if x0.ndim != 2 or mask.shape != x0.shape:
             raise ValueError(f"x0 and mask must both be [B, L], got {x0.shape} and {mask.shape}")
-        h = nn.Embed(self.num_classes, self.d_model, param_dtype=self.param_dtype,
-                     embedding_init=embed_init, name="token_embed")(x0).astype(jnp.float32)
+        h = Embed(self.num_classes, self.d_model, param_dtype=self.param_dtype,
+                  embedding_init=embed_init, name="token_embed")(x0).astype(jnp.float32)
         if self.pos_embedding not in POS_EMBEDDINGS:
             raise ValueError(f"pos_embedding={self.pos_embedding!r} (config.model.pos_embedding) is "
                              f"not one of {list(POS_EMBEDDINGS)}")

@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 
 from discrete_diffusion.models import time_input as time_input_lib
+from discrete_diffusion.models.embedding import Embed
 from discrete_diffusion.models.layers import (
     DiTBlock,
     FinalLayer,
@@ -295,13 +296,13 @@ class DiffusionTransformer(nn.Module):
     def _embed_tokens(self, x_t: Array, noise: Array | None) -> Array:
         """Input embedding `[B, L, D]` (float32) of x_t, plus the noise ids u if `noise_input`."""
         embed = dict(param_dtype=self.param_dtype, embedding_init=embed_init)
-        h = nn.Embed(self.input_vocab_size, self.d_model, name="token_embed", **embed)(x_t)
+        h = Embed(self.input_vocab_size, self.d_model, name="token_embed", **embed)(x_t)
         if self.noise_input:
             if noise is None:
                 raise ValueError("noise (the noise ids u, [B, L]) is required: noise_input=True")
             if noise.shape != x_t.shape:
                 raise ValueError(f"noise must have the shape of x_t {x_t.shape}, got {noise.shape}")
-            noise_embed = nn.Embed(self.input_vocab_size, self.d_model, name="noise_embed", **embed)
+            noise_embed = Embed(self.input_vocab_size, self.d_model, name="noise_embed", **embed)
             h = h + noise_embed(noise)
             match = self.param("match_embed", embed_init, (self.d_model,), self.param_dtype)
             h = h + (x_t == noise)[..., None].astype(h.dtype) * match  # 1[x_t == u] * w
@@ -322,8 +323,8 @@ class DiffusionTransformer(nn.Module):
         """
         if self.noise_input:
             raise ValueError("soft inputs (soft_weights) are not supported with noise_input=True")
-        embed = nn.Embed(self.input_vocab_size, self.d_model, name="token_embed",
-                         param_dtype=self.param_dtype, embedding_init=embed_init)
+        embed = Embed(self.input_vocab_size, self.d_model, name="token_embed",
+                      param_dtype=self.param_dtype, embedding_init=embed_init)
         table = embed.embedding  # [V, D]
         w = jnp.asarray(soft_weights, jnp.float32)
         if soft_ids is None:
