@@ -4,6 +4,12 @@ and out-of-range ids; `Embed` is flax's Embed with that gradient."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import flax.linen as nn
 import jax
 import jax.extend.core
@@ -104,3 +110,41 @@ def test_embed_is_flax_embed_with_this_gradient(monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     table_grad = ours["params"]["token_embed"]["embedding"]
     assert np.any(np.asarray(table_grad[5]) != 0) and np.all(np.asarray(table_grad[2]) == 0)
+
+
+_SHARDED = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {root!r})
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from discrete_diffusion.models.embedding import embedding_lookup
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "fsdp"))
+    rng = np.random.default_rng(0)
+    V, D = 3000, 64
+    ids = rng.integers(0, 40, (8, 16)).astype(np.int32)  # T = 128 < V, many repeats
+    table = rng.standard_normal((V, D)).astype(np.float32)
+    g = rng.standard_normal((8, 16, D)).astype(np.float32)
+    put = lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec))
+    grad = jax.jit(lambda t, i, g: jax.vjp(lambda t: embedding_lookup(t, i), t)[1](g)[0])(
+        put(table, P("fsdp", None)), put(ids, P("data")), put(g, P("data")))
+    want = np.zeros((V, D), np.float64)
+    np.add.at(want, ids.reshape(-1), g.reshape(-1, D).astype(np.float64))
+    print(json.dumps({{"devices": len(jax.devices()),
+                       "error": float(np.max(np.abs(np.asarray(grad) - want)))}}))
+    """
+)
+
+
+def test_gradient_under_data_and_fsdp_sharding():
+    """8 CPU devices, ids and cotangents split over 'data', the table over 'fsdp': the gradient
+    is the per-id sum (float64 NumPy), whatever GSPMD does with the small table."""
+    from test_train import ROOT, xla_flags
+
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", _SHARDED.format(root=ROOT)], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 8
+    assert out["error"] < 1e-5
