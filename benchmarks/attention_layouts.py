@@ -7,9 +7,11 @@ the forms it had before, at the small model's shape by default:
     matmul_attention (now)   heads-major, with its custom VJP (ds = p (dp - D) on the stored p)
     blockwise                `dot_product_attention(implementation='blockwise')` (the CPU default
                              above one block of 512)
+    blockwise QxK            `blockwise_attention` with block_q Q and block_kv K, one row per
+                             entry of --blocks (e.g. --blocks 512x1024,1024x512)
 
     python benchmarks/attention_layouts.py [--batch 32] [--seq_len 256] [--heads 8] \\
-        [--head_dim 32] [--causal] [--runs 9]
+        [--head_dim 32] [--causal] [--runs 9] [--blocks QxK,...]
 
 Printed per form: XLA's bytes accessed, the median time over --runs rounds that run each form
 once (alternating, in this process), its ratio to the token-major form, and the largest
@@ -19,6 +21,7 @@ difference of the loss and gradients from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -31,6 +34,7 @@ from alternating import compare_gradients  # noqa: E402
 from train_throughput import machine_line  # noqa: E402
 
 from discrete_diffusion.models.attention import (  # noqa: E402
+    blockwise_attention,
     dot_product_attention,
     matmul_attention,
 )
@@ -71,12 +75,17 @@ def main() -> None:
     parser.add_argument("--head_dim", type=int, default=32)
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--blocks", default="", help="Extra blockwise rows 'QxK,...'.")
     args = parser.parse_args()
 
     shape = (args.batch, args.seq_len, args.heads, args.head_dim)
     q, k, v, w = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 4))
     forms = {"token-major einsums": token_major, "heads-major, autodiff": heads_major_autodiff,
              "matmul_attention (now)": matmul_attention, "blockwise": blockwise}
+    for spec in filter(None, args.blocks.split(",")):
+        bq, bk = (int(n) for n in spec.split("x"))
+        forms[f"blockwise {spec}"] = functools.partial(blockwise_attention, block_q=bq,
+                                                       block_kv=bk)
     losses = {name: (lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v, causal=args.causal) * w))
               for name, fn in forms.items()}
     rows = compare_gradients(losses, (q, k, v), (0, 1, 2), args.runs)
