@@ -43,8 +43,8 @@ flags.DEFINE_integer("steps", 5, "Profiled steps.")
 flags.DEFINE_integer("top", 25, "Names printed per plane.")
 flags.DEFINE_string("trace_dir", "", "Where the trace goes ('' = a temporary folder).")
 flags.DEFINE_boolean("by_kind", True, "Also the time by kind of operation (module doc).")
-flags.DEFINE_integer("square_n", 2048, "Size of the square matmul whose rate the step's "
-                     "products are compared with (0 = none).")
+flags.DEFINE_integer("square_n", 2048, "Size of the square float32 matmul whose rate the "
+                     "step's products are compared with (0 = none; float32 models only).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -262,7 +262,7 @@ def main(argv):
         dims = trainer.method.model
         _, _, per_token = model_flops_per_token(state.params, int(dims.num_layers), seq_len,
                                                 int(dims.d_model))
-        n = FLAGS.square_n
+        n = FLAGS.square_n if config.model.dtype == "float32" else 0  # a float32 reference
         square = rate(lambda x, y: x @ y, (n, n), (n, n), flops=2.0 * n**3, reps=10) if n else None
         print_by_kind(paths[-1], compiled.as_text(), FLAGS.steps, step_ms,
                       per_token * rows * seq_len, square, FLAGS.top)
