@@ -154,6 +154,22 @@ def test_rotary_scores_depend_on_relative_position_only():
     assert not np.allclose(np.diagonal(s, 0)[0], np.diagonal(s, 2)[0])
 
 
+def test_rotary_equals_its_formula_with_the_angles_as_constants():
+    """apply_rotary rotates the pair (i, i + Dh/2) at position l by l * base^(-2i/Dh) (checked
+    against float64 NumPy), and its traced program holds the angles' cosine and sine as
+    constants: no sin or cos left for XLA to fuse into every element's loop (layers.rotary_table)."""
+    x = jax.random.normal(jax.random.key(0), (2, L, 3, 8))
+    out = jax.jit(apply_rotary)(x)
+    xs = np.asarray(x, np.float64)
+    angle = np.arange(L)[:, None] * 10_000.0 ** (-np.arange(4) / 4)  # [L, 4]
+    c, s_ = np.cos(angle)[None, :, None], np.sin(angle)[None, :, None]
+    want = np.concatenate([xs[..., :4] * c - xs[..., 4:] * s_, xs[..., 4:] * c + xs[..., :4] * s_],
+                          axis=-1)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
+    primitives = {e.primitive.name for e in jax.make_jaxpr(apply_rotary)(x).jaxpr.eqns}
+    assert not primitives & {"sin", "cos"}, primitives
+
+
 def test_model_is_not_permutation_equivariant(dit):
     # Without positions, a bidirectional transformer commutes with permutations of the tokens.
     model, params = dit

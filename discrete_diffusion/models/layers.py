@@ -51,6 +51,19 @@ def sinusoidal_embedding(t: Array, dim: int, max_period: float = 10_000.0) -> Ar
     return emb
 
 
+def rotary_table(length: int, head_dim: int, base: float = 10_000.0) -> tuple[Array, Array]:
+    """(cos, sin) `[length, head_dim / 2]` float32 of the angles l * base^(-2i/Dh), evaluated when
+    the program is traced (`jax.ensure_compile_time_eval`), so that the program holds them as
+    constants. Computed inside the program, XLA:CPU fused the sine and cosine into every loop
+    that applies the rotation (the forward's q and k, the backward's assembly of the qkv
+    cotangent), evaluating them once per element of [B, L, H, Dh] rather than of [L, Dh/2]."""
+    half = head_dim // 2
+    with jax.ensure_compile_time_eval():
+        inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [Dh/2]
+        angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq  # [L, Dh/2]
+        return jnp.cos(angles), jnp.sin(angles)
+
+
 def apply_rotary(x: Array, base: float = 10_000.0) -> Array:
     """Rotary position embedding (rotate-half form) of queries or keys.
 
@@ -59,11 +72,8 @@ def apply_rotary(x: Array, base: float = 10_000.0) -> Array:
     of a rotated query at l and a rotated key at m depends on positions only through l - m.
     """
     L, Dh = x.shape[1], x.shape[-1]
-    half = Dh // 2
-    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [Dh/2]
-    angles = jnp.arange(L, dtype=jnp.float32)[:, None] * inv_freq  # [L, Dh/2]
-    cos = jnp.cos(angles)[None, :, None, :]  # [1, L, 1, Dh/2]
-    sin = jnp.sin(angles)[None, :, None, :]
+    cos, sin = rotary_table(L, Dh, base)  # [L, Dh/2] each
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # [1, L, 1, Dh/2]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # [B, L, H, Dh/2] each
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
