@@ -101,7 +101,7 @@ def test_embed_is_flax_embed_with_this_gradient(monkeypatch):
     variables = jax.tree.map(lambda p: p + 0.1, model.init(jax.random.key(0), ids, sigma))
 
     def grads():
-        return jax.grad(lambda p: jnp.sum(model.apply(p, ids, sigma) ** 2))(variables)
+        return jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, ids, sigma) ** 2)))(variables)
 
     ours = grads()
     monkeypatch.setattr(transformer, "Embed", nn.Embed)
