@@ -159,17 +159,21 @@ def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
     every = sum(shared.values())
     overlap = sum(wall.values()) / every if every else 1.0
     kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    by_source: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     matmuls = []
-    for name, ns in shared.items():
+    for name, ns in shared.items():  # control operations were left out by time_by_name
         op = ops.get(name)
         kind = op.kind if op else "unknown"
-        if kind == "control":
-            continue
+        ms = ns / 1e6 / steps
         flops = op.flops * calls[name] / steps if op else 0.0
-        kinds[kind][0] += ns / 1e6 / steps
+        kinds[kind][0] += ms
         kinds[kind][1] += flops
         if kind == "matmul":
-            matmuls.append((ns / 1e6 / steps, flops, calls[name] / steps, name))
+            matmuls.append((ms, flops, calls[name] / steps, name))
+        if op:
+            key = f"{kind:14s} " + _LAYER.sub("blocks_*", op.source.split(")/", 1)[-1])
+            by_source[key][0] += ms
+            by_source[key][1] += 1
     total = sum(ms for ms, _ in kinds.values())
     print(f"\nby kind (ms per step: each operation's time, every instant shared evenly among the "
           f"operations running then; {every / 1e6 / steps:.1f} ms when any ran, step "
@@ -177,18 +181,11 @@ def print_by_kind(xplane_path: str, hlo_text: str, steps: int, step_ms: float,
     for kind, (ms, flops) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
         extra = f"  {flops / 1e9:9.2f} GFLOP, {flops / ms / 1e6:6.1f} GFLOP/s" if flops else ""
         print(f"  {kind:15s} {ms:9.1f} ms {100 * ms / total:5.1f}%{extra}")
-    by_source: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
-    for name, ns in shared.items():
-        op = ops.get(name)
-        if op and op.kind != "control":
-            key = f"{op.kind:14s} " + _LAYER.sub("blocks_*", op.source.split(")/", 1)[-1])
-            by_source[key][0] += ns / 1e6 / steps
-            by_source[key][1] += 1
     print("\nby JAX operation, layers together (ms/step, share, operations, kind, operation):")
     for key, (ms, n) in sorted(by_source.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"  {ms:9.1f} {100 * ms / total:5.1f}% {int(n):4d}  {key[:120]}")
     others = sorted(((ns / 1e6 / steps, name) for name, ns in shared.items()
-                     if name in ops and ops[name].kind not in ("matmul", "control")), reverse=True)
+                     if name in ops and ops[name].kind != "matmul"), reverse=True)
     print("\nslowest other operations (ms/step, kind, name, JAX operation):")
     for ms, name in others[:top]:
         print(f"  {ms:9.1f} {ops[name].kind:14s} {name:28s} {_short(ops[name].source)}")

@@ -92,7 +92,7 @@ def _written_out_applies(key: Array, shape: tuple[int, ...]) -> bool:
     if math.prod(shape) >= 2**32 or not jax.config.jax_threefry_partitionable:
         return False
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return str(jax.random.key_impl(key)) in ("threefry2x32", "fry")
+        return str(jax.random.key_impl(key)) == "threefry2x32"
     return key.dtype == jnp.uint32 and key.shape[-1:] == (2,) and (
         jax.config.jax_default_prng_impl == "threefry2x32")
 
